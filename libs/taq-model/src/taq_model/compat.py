@@ -32,7 +32,9 @@ class InferenceContextSpec:  # argmaxtools.test_utils stand-in, used only as a b
 def _install_stubs() -> None:
     if "argmaxtools" not in sys.modules:
         sys.modules["argmaxtools"] = _module("argmaxtools")
-        sys.modules["argmaxtools.utils"] = _module("argmaxtools.utils", get_logger=logging.getLogger)
+        sys.modules["argmaxtools.utils"] = _module(
+            "argmaxtools.utils", get_logger=logging.getLogger
+        )
         sys.modules["argmaxtools.test_utils"] = _module(
             "argmaxtools.test_utils",
             AppleSiliconContextMixin=AppleSiliconContextMixin,

@@ -1,0 +1,74 @@
+"""`taq-model`: environment report, sampling from a preset, training tiny-digits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from taq_model.cli_support import UsageError, run_cli
+from taq_model.doctor import environment_report
+from taq_model.images import image_grid, save_png, upscale_for
+from taq_model.presets import DEFAULT_PRESET, PRESETS, load_preset
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    report = environment_report()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print("\n".join(line for line in report.lines() if line))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    handle = load_preset(args.model, local_ckpt=args.local_ckpt)
+    prompts = args.prompt or handle.default_prompts
+    seeds = [args.seed + i for i in range(len(prompts))]
+    latents = handle.generate(prompts, seeds, args.steps, args.cfg)
+    images = handle.to_images(latents)
+    grid = image_grid(images, columns=min(len(images), 10))
+    path = save_png(grid, args.output, upscale=upscale_for(images[0], 64))
+    print(f"wrote {len(images)} sample(s) of {handle.name} to {path}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from taq_model.train_tiny_digits import main as train_main
+
+    return train_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taq-model", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    doctor = sub.add_parser("doctor", help="MLX version, device, BLAS and GEMM rate")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.set_defaults(func=_doctor)
+
+    sample = sub.add_parser("sample", help="generate images from a preset")
+    sample.add_argument("--model", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)}")
+    sample.add_argument("--prompt", action="append", help="repeatable; default: preset prompts")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--steps", type=int, default=None)
+    sample.add_argument("--cfg", type=float, default=None)
+    sample.add_argument("--local-ckpt", default=None, help="SD3-Medium MLX checkpoint")
+    sample.add_argument("--output", type=Path, default=Path("samples.png"))
+    sample.set_defaults(func=_sample)
+
+    train = sub.add_parser("train-tiny-digits", help="train the tiny-digits preset")
+    train.add_argument("rest", nargs=argparse.REMAINDER, help="flags of the training script")
+    train.set_defaults(func=_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

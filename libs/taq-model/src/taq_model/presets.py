@@ -1,0 +1,400 @@
+"""Model presets: one interface to build an MMDiT, encode prompts, sample and show results.
+
+| preset              | what                                                          |
+|---------------------|---------------------------------------------------------------|
+| `tiny-digits`       | small MMDiT trained in this repo on scikit-learn's digits     |
+| `sd3-medium-random` | SD3-2b MMDiT config, seeded random weights (speed/memory only) |
+| `sd3-medium`        | real SD3-Medium from a local checkpoint or the HF cache       |
+
+Only construction and conditioning differ; sampling, hooks and artifacts are shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from pathlib import Path
+
+from taq_model.compat import import_diffusionkit
+from taq_model.sampling import (
+    Conditioning,
+    initial_noise,
+    sample_euler,
+    sigma_schedule,
+)
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten
+
+DEFAULT_PRESET = "tiny-digits"
+
+
+class ModelError(Exception):
+    """A model cannot be built or used as asked; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    preset: str
+    config_hash: str
+
+
+def _config_dict(config) -> dict:
+    out = {}
+    for item in fields(config):
+        key, value = item.name, getattr(config, item.name)
+        if isinstance(value, Enum):
+            value = value.name
+        elif isinstance(value, mx.Dtype):
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def hash_json(payload: dict) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class ModelHandle(ABC):
+    """A built preset: the MMDiT plus what every stage needs around it."""
+
+    name: str
+    mmdit: nn.Module
+    latent_shape: tuple[int, int, int]  # (H, W, C)
+    default_steps: int
+    default_cfg: float
+    shift: float
+    default_prompts: list[str]
+    weights_id: str  # identifies the weights (file hash or seed)
+    _identity: ModelIdentity | None = field(default=None, init=False, repr=False)
+
+    @property
+    def identity(self) -> ModelIdentity:
+        if self._identity is None:
+            payload = {
+                "preset": self.name,
+                "mmdit": _config_dict(self.mmdit.config),
+                "latent_shape": list(self.latent_shape),
+                "shift": self.shift,
+                "weights": self.weights_id,
+            }
+            self._identity = ModelIdentity(self.name, hash_json(payload))
+        return self._identity
+
+    @abstractmethod
+    def encode(self, prompts: Sequence[str], negative: str = "") -> Conditioning:
+        """Token-level and pooled conditioning of `prompts` (and the negative prompt)."""
+
+    @abstractmethod
+    def modulation_weights(self) -> list[tuple[str, mx.array]]:
+        """The adaLN weights from their source (file or seed), as (path, array) pairs."""
+
+    def reload_modulation_weights(self) -> None:
+        """Put back the adaLN weights that `cache_modulation_params` emptied."""
+        self.mmdit.load_weights(self.modulation_weights(), strict=False)
+        mx.eval(self.mmdit.parameters())
+
+    @abstractmethod
+    def to_images(self, latents: mx.array) -> np.ndarray:
+        """Final latents (N, H, W, C) -> uint8 images (N, h, w, 1 or 3)."""
+
+    def validate_prompts(self, prompts: Sequence[str]) -> None:
+        if not prompts:
+            raise ModelError("no prompts given: pass at least one prompt")
+        for prompt in prompts:
+            if not prompt.strip():
+                raise ModelError("empty prompt: every prompt needs text")
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        num_steps: int | None = None,
+        cfg: float | None = None,
+    ) -> mx.array:
+        """Final latents (N, H, W, C), one sampling run per (prompt, seed)."""
+        num_steps = num_steps or self.default_steps
+        cfg = self.default_cfg if cfg is None else cfg
+        sigmas = sigma_schedule(num_steps, self.shift)
+        finals = []
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            conditioning = self.encode([prompt])
+            noise = initial_noise(seed, self.latent_shape)
+            finals.append(sample_euler(self, conditioning, noise, sigmas, cfg))
+        return mx.concatenate(finals)
+
+
+def _adaln_items(params: dict) -> list[tuple[str, mx.array]]:
+    return [(k, v) for k, v in tree_flatten(params) if "adaLN_modulation" in k]
+
+
+@dataclass
+class TinyDigitsHandle(ModelHandle):
+    conditioner: nn.Module | None = None
+    weights_path: Path | None = None
+
+    def validate_prompts(self, prompts: Sequence[str]) -> None:
+        from taq_model.digits import parse_digit_prompt
+
+        super().validate_prompts(prompts)
+        for prompt in prompts:
+            try:
+                parse_digit_prompt(prompt)
+            except ValueError as err:
+                raise ModelError(str(err)) from None
+
+    def encode(self, prompts: Sequence[str], negative: str = "") -> Conditioning:
+        from taq_model.digits import parse_digit_prompt
+
+        self.validate_prompts(prompts)
+        labels = mx.array([parse_digit_prompt(p) for p in prompts])
+        tokens, pooled = self.conditioner(labels)
+        neg_tokens, neg_pooled = self.conditioner(mx.array([parse_digit_prompt(negative)]))
+        return Conditioning(tokens, pooled, neg_tokens, neg_pooled)
+
+    def modulation_weights(self) -> list[tuple[str, mx.array]]:
+        weights = mx.load(str(self.weights_path))
+        return [
+            (k.removeprefix("mmdit."), v.astype(mx.float32))
+            for k, v in weights.items()
+            if k.startswith("mmdit.") and "adaLN_modulation" in k
+        ]
+
+    def to_images(self, latents: mx.array) -> np.ndarray:
+        pixels = (np.clip(np.array(latents, dtype=np.float32), -1, 1) + 1) * 127.5
+        return pixels.round().astype(np.uint8)
+
+
+def _file_id(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def build_tiny_digits(weights_path: str | os.PathLike | None = None) -> TinyDigitsHandle:
+    from taq_model import digits
+
+    path = Path(weights_path) if weights_path else digits.TINY_DIGITS_WEIGHTS
+    if not path.exists():
+        raise ModelError(
+            f"tiny-digits weights not found at {path}: train them with "
+            "`taq-model train-tiny-digits --output PATH`"
+        )
+    mmdit, conditioner = digits.load_tiny_digits(path)
+    return TinyDigitsHandle(
+        name="tiny-digits",
+        mmdit=mmdit,
+        latent_shape=(16, 16, 1),
+        default_steps=30,
+        default_cfg=3.0,
+        shift=1.0,
+        default_prompts=list(digits.DIGIT_PROMPTS),
+        weights_id=_file_id(path),
+        conditioner=conditioner,
+        weights_path=path,
+    )
+
+
+SD3_TOKENS = 154  # 77 CLIP + 77 T5 tokens
+SD3_PROMPTS = [
+    "a photo of a cat sitting on a windowsill",
+    "a red sports car on a mountain road at sunset",
+    "a bowl of fruit on a wooden table, studio lighting",
+    "an astronaut riding a horse, digital art",
+]
+
+
+def sd3_config():
+    import_diffusionkit()
+    from diffusionkit.mlx.config import MMDiTConfig
+
+    return MMDiTConfig(
+        depth_multimodal=24,
+        num_heads=24,
+        dtype=mx.float32,
+        float16_dtype=mx.float32,
+        low_memory_mode=False,
+    )
+
+
+def _seeded(seed: int, path: str) -> mx.array:
+    digest = hashlib.sha256(f"{seed}:{path}".encode()).digest()
+    return mx.random.key(int.from_bytes(digest[:4], "little"))
+
+
+def _random_value(seed: int, path: str, shape: tuple[int, ...]) -> mx.array:
+    """Per-parameter seeded init (matrices N(0, 0.02), vectors 0): regenerable one by one."""
+    if len(shape) < 2:
+        return mx.zeros(shape)
+    return mx.random.normal(shape, key=_seeded(seed, path)) * 0.02
+
+
+@dataclass
+class RandomHandle(ModelHandle):
+    """Any MMDiT config with seeded random weights and seeded pseudo-embeddings."""
+
+    seed: int = 0
+    num_tokens: int = SD3_TOKENS
+    _adaln_shapes: list = field(default_factory=list, repr=False)
+
+    def encode(self, prompts: Sequence[str], negative: str = "") -> Conditioning:
+        """Seeded pseudo-embeddings per prompt: real shapes, no meaning."""
+        self.validate_prompts(prompts)
+        config = self.mmdit.config
+
+        def embed(text: str) -> tuple[mx.array, mx.array]:
+            key = _seeded(self.seed, "prompt:" + text)
+            k1, k2 = mx.random.split(key)
+            shape = (1, self.num_tokens, config.token_level_text_embed_dim)
+            tokens = mx.random.normal(shape, key=k1)
+            pooled = mx.random.normal((1, config.pooled_text_embed_dim), key=k2)
+            return tokens, pooled
+
+        pairs = [embed(p) for p in prompts]
+        neg_tokens, neg_pooled = embed(negative)
+        return Conditioning(
+            mx.concatenate([t for t, _ in pairs]),
+            mx.concatenate([p for _, p in pairs]),
+            neg_tokens,
+            neg_pooled,
+        )
+
+    def modulation_weights(self) -> list[tuple[str, mx.array]]:
+        return [(path, _random_value(self.seed, path, shape)) for path, shape in self._adaln_shapes]
+
+    def to_images(self, latents: mx.array) -> np.ndarray:
+        """First three latent channels, min-max scaled (random weights: no image meaning)."""
+        x = np.array(latents[..., :3], dtype=np.float32)
+        lo, hi = x.min(), x.max()
+        return ((x - lo) / max(hi - lo, 1e-8) * 255).round().astype(np.uint8)
+
+
+def build_random(
+    config,
+    latent_shape: tuple[int, int, int],
+    *,
+    name: str = "random",
+    num_tokens: int = SD3_TOKENS,
+    seed: int = 0,
+    shift: float = 3.0,
+) -> RandomHandle:
+    """An MMDiT of any `MMDiTConfig` with seeded random weights (tests, benchmarks)."""
+    import_diffusionkit()
+    from diffusionkit.mlx.mmdit import MMDiT
+
+    mmdit = MMDiT(config)
+    params = tree_flatten(mmdit.parameters())
+    mmdit.load_weights([(path, _random_value(seed, path, v.shape)) for path, v in params])
+    mx.eval(mmdit.parameters())
+    handle = RandomHandle(
+        name=name,
+        mmdit=mmdit,
+        latent_shape=latent_shape,
+        default_steps=28,
+        default_cfg=5.0,
+        shift=shift,
+        default_prompts=list(SD3_PROMPTS),
+        weights_id=f"seed:{seed}",
+        seed=seed,
+        num_tokens=num_tokens,
+    )
+    handle._adaln_shapes = [(k, v.shape) for k, v in _adaln_items(mmdit.parameters())]
+    return handle
+
+
+@dataclass
+class Sd3Handle(ModelHandle):
+    pipeline: object = None  # a DiffusionKit DiffusionPipeline with encoders and VAE
+
+    def encode(self, prompts: Sequence[str], negative: str = "") -> Conditioning:
+        self.validate_prompts(prompts)
+        tokens, pooled = [], []
+        neg = None
+        for prompt in prompts:
+            cond, pool = self.pipeline.encode_text(prompt, cfg_weight=2.0, negative_text=negative)
+            tokens.append(cond[:1])
+            pooled.append(pool[:1])
+            neg = (cond[1:], pool[1:])
+        return Conditioning(mx.concatenate(tokens), mx.concatenate(pooled), *neg)
+
+    def modulation_weights(self) -> list[tuple[str, mx.array]]:
+        return self.pipeline.load_mmdit(only_modulation_dict=True)
+
+    def to_images(self, latents: mx.array) -> np.ndarray:
+        latents = self.pipeline.latent_format.process_out(latents)
+        images = self.pipeline.decode_latents_to_image(latents)
+        return (np.array(images) * 255).round().astype(np.uint8)
+
+
+SD3_HELP = (
+    "sd3-medium needs the SD3-Medium weights, which are never downloaded at run time: "
+    "pass --local-ckpt /path/to/sd3_medium.safetensors (DiffusionKit's MLX checkpoint "
+    "argmaxinc/mlx-stable-diffusion-3-medium), with the CLIP text encoders in the Hugging "
+    "Face cache (`huggingface-cli download argmaxinc/stable-diffusion` on a machine with "
+    "network)"
+)
+
+
+def build_sd3(local_ckpt: str | None = None) -> Sd3Handle:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if local_ckpt and not Path(local_ckpt).exists():
+        raise ModelError(f"checkpoint {local_ckpt} does not exist; {SD3_HELP}")
+    dk = import_diffusionkit()
+    try:
+        pipeline = dk.DiffusionPipeline(
+            shift=3.0, use_t5=False, low_memory_mode=False, local_ckpt=local_ckpt
+        )
+    except Exception as err:  # any missing file surfaces as a hub/OS error
+        raise ModelError(f"{SD3_HELP} ({type(err).__name__})") from None
+    return Sd3Handle(
+        name="sd3-medium",
+        mmdit=pipeline.mmdit,
+        latent_shape=(64, 64, 16),
+        default_steps=28,
+        default_cfg=5.0,
+        shift=3.0,
+        default_prompts=list(SD3_PROMPTS),
+        weights_id=_file_id(Path(local_ckpt)) if local_ckpt else "hf:sd3_medium",
+        pipeline=pipeline,
+    )
+
+
+PRESETS = ("tiny-digits", "sd3-medium-random", "sd3-medium")
+
+
+def load_preset(
+    name: str = DEFAULT_PRESET,
+    *,
+    weights: str | None = None,
+    local_ckpt: str | None = None,
+    seed: int = 0,
+) -> ModelHandle:
+    """Build a preset by name; unknown names raise `ModelError` listing the valid ones."""
+    if name == "tiny-digits":
+        return build_tiny_digits(weights)
+    if name == "sd3-medium-random":
+        return build_random(sd3_config(), (64, 64, 16), name="sd3-medium-random", seed=seed)
+    if name == "sd3-medium":
+        return build_sd3(local_ckpt)
+    raise ModelError(f"unknown model preset {name!r}: choose one of {', '.join(PRESETS)}")
+
+
+__all__ = [
+    "DEFAULT_PRESET",
+    "PRESETS",
+    "ModelError",
+    "ModelHandle",
+    "ModelIdentity",
+    "load_preset",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from taq_calib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""`taq-calib`: generate calibration latents into a taq store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from taq_model.cli_support import UsageError, run_cli
+from taq_model.presets import DEFAULT_PRESET, PRESETS, load_preset
+
+from taq_calib.calibrate import CalibConfig, calibrate, store_identity
+from taq_io import Store, StoreError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="taq-calib", description=__doc__)
+    p.add_argument("--store", type=Path, required=True, help="the run's zarr store (directory)")
+    p.add_argument("--model", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--local-ckpt", default=None, help="sd3-medium: MLX checkpoint file")
+    p.add_argument("--prompts", type=Path, default=None, help="file, one prompt per line")
+    p.add_argument("--num-images", type=int, default=None, help="default: one per prompt")
+    p.add_argument("--num-steps", type=int, default=None, help="default: the preset's")
+    p.add_argument("--cfg", type=float, default=None, help="default: the preset's")
+    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    p.add_argument("--stride", type=int, default=1, help="store every stride-th step")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing calib group")
+    return p
+
+
+def read_prompts(path: Path) -> tuple[str, ...]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise UsageError(f"cannot read prompts file {path}: {err.strerror}") from None
+    prompts = tuple(line.strip() for line in lines if line.strip())
+    if not prompts:
+        raise UsageError(f"prompts file {path} is empty: put one prompt per line")
+    return prompts
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    if args.num_steps is not None and args.num_steps < 1:
+        raise UsageError(f"--num-steps must be at least 1, got {args.num_steps}")
+    if args.num_images is not None and args.num_images < 1:
+        raise UsageError(f"--num-images must be at least 1, got {args.num_images}")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: pick one")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_flags(args)
+    prompts = read_prompts(args.prompts) if args.prompts else None
+    handle = load_preset(args.model, local_ckpt=args.local_ckpt)
+    prompts = prompts or tuple(handle.default_prompts)
+    handle.validate_prompts(prompts)
+    try:
+        config = CalibConfig(
+            model=handle.name,
+            prompts=prompts,
+            num_images=args.num_images or len(prompts),
+            num_steps=args.num_steps or handle.default_steps,
+            cfg=handle.default_cfg if args.cfg is None else args.cfg,
+            seed=args.seed,
+            stride=args.stride,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    store = Store.open_or_create(args.store, store_identity(handle))
+    existing = [g for g in store.groups() if g.path == "calib"]
+    if existing and not (args.resume or args.overwrite):
+        raise UsageError(
+            f"{args.store} already has a calib group: pass --resume to continue it "
+            "or --overwrite to replace it"
+        )
+    result = calibrate(handle, store, config, overwrite=args.overwrite)
+    print(
+        f"calib: wrote {result.images_written} image(s) x {len(config.stored_steps)} step(s)"
+        f" ({result.images_skipped} already done) in {result.seconds:.1f}s -> "
+        f"{args.store}/calib ({_megabytes(args.store / 'calib'):.1f} MB)"
+    )
+    return 0
+
+
+def _megabytes(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: run(args), user_errors=(StoreError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

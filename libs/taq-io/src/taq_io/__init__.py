@@ -1,0 +1,58 @@
+"""taq-io: taq's zarr v3 artifact store and its versioned schema (see docs/schema.md).
+
+A run is one store; each stage writes one group with `Store.create_group`, unit by unit with
+`StageGroup.write_unit`, and commits it with `StageGroup.mark_complete`; readers get complete,
+up-to-date groups with `Store.require_group`.
+"""
+
+from taq_io.dtypes import from_bfloat16_bits, to_bfloat16_bits
+from taq_io.errors import (
+    CorruptStoreError,
+    GroupConflictError,
+    GroupIncompleteError,
+    GroupMissingError,
+    ModelMismatchError,
+    NotATaqStoreError,
+    SchemaVersionError,
+    StaleGroupError,
+    StoreError,
+    StoreExistsError,
+    StoreNotFoundError,
+    StoreNotWritableError,
+    UnitNotDoneError,
+)
+from taq_io.group import GroupMeta, GroupStatus, StageGroup
+from taq_io.health import StoreStatus, describe
+from taq_io.identity import ModelIdentity, config_hash
+from taq_io.schema import GROUPS, SCHEMA_VERSION, ArraySpec, GroupSpec
+from taq_io.store import Store
+
+__all__ = [
+    "GROUPS",
+    "SCHEMA_VERSION",
+    "ArraySpec",
+    "CorruptStoreError",
+    "GroupConflictError",
+    "GroupIncompleteError",
+    "GroupMeta",
+    "GroupMissingError",
+    "GroupSpec",
+    "GroupStatus",
+    "ModelIdentity",
+    "ModelMismatchError",
+    "NotATaqStoreError",
+    "SchemaVersionError",
+    "StageGroup",
+    "StaleGroupError",
+    "Store",
+    "StoreError",
+    "StoreExistsError",
+    "StoreNotFoundError",
+    "StoreNotWritableError",
+    "StoreStatus",
+    "UnitNotDoneError",
+    "config_hash",
+    "describe",
+    "from_bfloat16_bits",
+    "to_bfloat16_bits",
+]

@@ -1,0 +1,211 @@
+"""One stage's group: pre-allocate, write units, mark each done, commit last; read done units.
+
+The protocol that makes writes crash-safe and resumable (docs/schema.md, "Commit protocol"):
+every array exists, NaN-filled, before the group's attributes are written; a unit's chunks are
+written before its `done` flag; `complete: true` is written after every unit is done. zarr's
+local store replaces each file atomically, so a killed writer leaves whole chunks or none, and
+readers trust only what the flags say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import zarr
+from numpy.typing import ArrayLike
+
+from taq_io import dtypes
+from taq_io.errors import GroupIncompleteError, UnitNotDoneError
+from taq_io.identity import config_hash
+from taq_io.schema import ATTRS_KEY, DONE, GroupSpec
+
+
+@dataclass(frozen=True)
+class GroupMeta:
+    """The group's `taq` attribute: what made it, from what, and whether it is committed."""
+
+    type: str
+    version: int
+    producer: str
+    config: dict
+    config_hash: str
+    inputs: dict[str, str]
+    complete: bool
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, object]) -> GroupMeta | None:
+        """None when the group has no `taq` attribute: its creation never finished."""
+        record = attrs.get(ATTRS_KEY)
+        return None if record is None else cls(**record)
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    """A group's health, as `describe` reports it."""
+
+    path: str
+    kind: str
+    complete: bool
+    done: int
+    total: int
+    unit: str | None
+    producer: str
+    config_hash: str
+
+    def __str__(self) -> str:
+        state = "complete" if self.complete else "partial"
+        units = f" {self.done}/{self.total} {self.unit}s" if self.unit else ""
+        return f"{self.path}: {state}{units}, {self.producer}, config {self.config_hash}"
+
+
+class StageGroup:
+    """A stage group in a store. Get one from `Store.create_group` or `Store.require_group`."""
+
+    def __init__(
+        self, zgroup: zarr.Group, spec: GroupSpec, path: str, store_label: str, meta: GroupMeta
+    ) -> None:
+        self.path = path
+        self.spec = spec
+        self.meta = meta
+        self._zgroup = zgroup
+        self._store_label = store_label
+        self._arrays = {name: zgroup[name] for name in spec.all_arrays()}
+
+    @classmethod
+    def allocate(
+        cls,
+        zgroup: zarr.Group,
+        spec: GroupSpec,
+        path: str,
+        store_label: str,
+        meta: GroupMeta,
+        sizes: Mapping[str, int],
+        constants: Mapping[str, ArrayLike],
+    ) -> StageGroup:
+        """Create every array (fill: NaN / 0 / False / ""), write the constants, then the meta."""
+        specs = spec.all_arrays()
+        missing = sorted({dim for a in specs.values() for dim in a.dims} - set(sizes))
+        if missing:
+            raise ValueError(f"{path}: sizes lack dims {missing}")
+        if set(constants) != set(spec.constant_arrays()):
+            raise ValueError(
+                f"{path}: constants must be exactly {sorted(spec.constant_arrays())}, "
+                f"got {sorted(constants)}"
+            )
+        for name, array_spec in specs.items():
+            zgroup.create_array(
+                name,
+                shape=array_spec.shape(sizes),
+                chunks=array_spec.chunk_shape(sizes),
+                dtype=dtypes.STORAGE_DTYPES[array_spec.dtype],
+                fill_value=dtypes.FILL_VALUES[array_spec.dtype],
+                dimension_names=array_spec.dims,
+                attributes={ATTRS_KEY: {"dtype": array_spec.dtype}},
+            )
+        for name, value in constants.items():
+            data = dtypes.encode(specs[name].dtype, value)
+            _check_shape(path, name, data.shape, specs[name].shape(sizes))
+            zgroup[name][...] = data
+        zgroup.attrs[ATTRS_KEY] = asdict(meta)
+        return cls(zgroup, spec, path, store_label, meta)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The size of every dim, as given at creation."""
+        return {
+            dim: size
+            for name, array_spec in self.spec.all_arrays().items()
+            for dim, size in zip(array_spec.dims, self._arrays[name].shape, strict=True)
+        }
+
+    @property
+    def total_units(self) -> int:
+        return self._arrays[DONE].shape[0] if self.spec.unit else 0
+
+    def done_mask(self) -> np.ndarray:
+        """Which units are whole; all False for a group without units."""
+        return self._arrays[DONE][...] if self.spec.unit else np.zeros(0, dtype=bool)
+
+    def done_units(self) -> np.ndarray:
+        """Indices of the units that are written, ascending."""
+        return np.flatnonzero(self.done_mask())
+
+    def write_unit(self, index: int, values: Mapping[str, ArrayLike]) -> None:
+        """Write every per-unit array at `index`, then mark the unit done (last)."""
+        names = self.spec.unit_arrays()
+        if set(values) != set(names):
+            raise ValueError(
+                f"{self.path}: a unit is exactly {sorted(names)}, got {sorted(values)}"
+            )
+        if not 0 <= index < self.total_units:
+            raise IndexError(
+                f"{self.path}: {self.spec.unit} {index} outside 0..{self.total_units - 1}"
+            )
+        for name in names:
+            array = self._arrays[name]
+            data = dtypes.encode(self.spec.arrays[name].dtype, values[name])
+            _check_shape(self.path, name, data.shape, array.shape[1:])
+            array[index] = data
+        self._arrays[DONE][index] = True
+
+    def mark_complete(self) -> None:
+        """Commit the group: from now on readers may `require_group` it."""
+        done = int(self.done_mask().sum())
+        if done < self.total_units:
+            raise GroupIncompleteError(
+                f"cannot commit `{self.path}`: {done}/{self.total_units} {self.spec.unit}s written"
+            )
+        self.meta = replace(self.meta, complete=True)
+        self._zgroup.attrs[ATTRS_KEY] = asdict(self.meta)
+
+    def read(self, name: str, units: Sequence[int] | None = None) -> np.ndarray:
+        """An array's values. For a per-unit array: the done units only (all of them, in index
+        order, or those asked for); asking for a unit that is not done raises."""
+        array_spec = self.spec.all_arrays().get(name)
+        if array_spec is None:
+            raise KeyError(f"{self.path} has no array {name!r}")
+        array = self._arrays[name]
+        if name not in self.spec.unit_arrays():
+            return dtypes.decode(array_spec.dtype, array[...])
+        mask = self.done_mask()
+        selected = np.flatnonzero(mask) if units is None else np.asarray(units, dtype=np.int64)
+        not_done = selected[~mask[selected]]
+        if not_done.size:
+            raise UnitNotDoneError(
+                f"`{self.path}` in {self._store_label}: {self.spec.unit}s {not_done.tolist()} "
+                "are not written"
+            )
+        return dtypes.decode(array_spec.dtype, array.get_orthogonal_selection((selected,)))
+
+    def read_unit(self, index: int) -> dict[str, np.ndarray]:
+        """Every per-unit array at one done unit."""
+        return {name: self.read(name, [index])[0] for name in self.spec.unit_arrays()}
+
+    def identity(self) -> str:
+        """What downstream groups record in `inputs`: changes whenever this group's content
+        could (its kind, version, producer, config or own inputs)."""
+        if not self.meta.complete:
+            raise GroupIncompleteError(f"`{self.path}` is not complete: it has no identity yet")
+        meta = asdict(self.meta)
+        return config_hash(
+            {k: meta[k] for k in ("type", "version", "producer", "config_hash", "inputs")}
+        )
+
+    def status(self) -> GroupStatus:
+        return GroupStatus(
+            path=self.path,
+            kind=self.spec.kind,
+            complete=self.meta.complete,
+            done=int(self.done_mask().sum()),
+            total=self.total_units,
+            unit=self.spec.unit,
+            producer=self.meta.producer,
+            config_hash=self.meta.config_hash,
+        )
+
+
+def _check_shape(path: str, name: str, got: tuple[int, ...], want: tuple[int, ...]) -> None:
+    if tuple(got) != tuple(want):
+        raise ValueError(f"{path}/{name}: shape {tuple(got)}, the schema wants {tuple(want)}")

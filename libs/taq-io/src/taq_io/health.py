@@ -1,0 +1,37 @@
+"""What is in a store and how far each stage got, for `taq doctor`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from taq_io.group import GroupStatus
+from taq_io.identity import ModelIdentity
+from taq_io.store import Store
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    path: Path
+    schema_version: str
+    model: ModelIdentity
+    groups: list[GroupStatus]
+
+    def __str__(self) -> str:
+        lines = [f"{self.path}: schema {self.schema_version}, model {self.model}"]
+        lines += [f"  {group}" for group in self.groups] or ["  no groups yet"]
+        return "\n".join(lines)
+
+
+def describe(path: str | Path) -> StoreStatus:
+    """Each group's kind, complete or partial (units done / total), producer and config hash.
+
+    Raises the same `StoreError`s as `Store.open` for a missing, foreign or unreadable store.
+    """
+    store = Store.open(path)
+    return StoreStatus(
+        path=store.path,
+        schema_version=store.schema_version,
+        model=store.model,
+        groups=[group.status() for group in store.groups()],
+    )

@@ -1,0 +1,195 @@
+"""The taq artifact schema, as data: every group kind, its arrays, dtypes, dims and chunks.
+
+One run is one zarr v3 store; each stage writes one group kind. This module is the single
+place a stage declares what its group holds (docs/schema.md documents the same and a test
+keeps them in step). Add or extend a kind by editing `GROUPS`; bump `SCHEMA_VERSION`'s minor
+for additions readers may ignore, its major for anything an old reader would misread.
+
+Unit groups are committed one index of their `unit` dim at a time (an image, a sample):
+every array whose first dim is the unit dim is chunked 1 along it, so a unit owns its chunks
+and a `done (unit,) bool` mask records which units are whole. Arrays without the unit dim are
+constants, written when the group is created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+SCHEMA_NAME = "taq"
+SCHEMA_VERSION = "1.0"
+ATTRS_KEY = "taq"
+"""The one namespaced attribute key on the root, on every group and on every array."""
+
+DONE = "done"
+"""Name of the done mask every unit group holds over its unit dim."""
+
+DTYPES = ("float32", "float16", "bfloat16", "int32", "int64", "bool", "str")
+"""Logical dtypes. bfloat16 is stored as uint16 bits (see `dtypes.py`)."""
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array: logical dtype, dimension names, and chunk length per dim.
+
+    A chunk of `None` spans the whole dim, so chunks follow the sizes given at creation.
+    """
+
+    dtype: str
+    dims: tuple[str, ...]
+    chunks: tuple[int | None, ...]
+    doc: str
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {DTYPES}")
+        if len(self.chunks) != len(self.dims):
+            raise ValueError(f"chunks {self.chunks} do not match dims {self.dims}")
+
+    def shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(sizes[dim] for dim in self.dims)
+
+    def chunk_shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(
+            max(sizes[dim], 1) if chunk is None else chunk
+            for dim, chunk in zip(self.dims, self.chunks, strict=True)
+        )
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """One group kind: its arrays, the unit a writer commits, and the command producing it."""
+
+    kind: str
+    version: int
+    command: str
+    """The CLI that writes this group; error messages tell the user to run it."""
+    doc: str
+    unit: str | None = None
+    """The dim written one index at a time, with a done mask over it; None: constants only."""
+    named: bool = False
+    """One group per name under the kind (`blockio/mm3`), not one per store."""
+    arrays: Mapping[str, ArraySpec] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if DONE in self.arrays:
+            raise ValueError(f"{self.kind}: `{DONE}` is reserved for the done mask")
+        for name in self.unit_arrays():
+            if self.arrays[name].chunks[0] != 1:
+                raise ValueError(f"{self.kind}/{name}: chunk the unit dim by 1")
+
+    @property
+    def type(self) -> str:
+        return f"{SCHEMA_NAME}.{self.kind}"
+
+    def unit_arrays(self) -> list[str]:
+        """Arrays written per unit: those whose first dim is the unit dim."""
+        return [n for n, a in self.arrays.items() if self.unit and a.dims[:1] == (self.unit,)]
+
+    def constant_arrays(self) -> list[str]:
+        """Arrays written once, when the group is created."""
+        unit_arrays = self.unit_arrays()
+        return [name for name in self.arrays if name not in unit_arrays]
+
+    def all_arrays(self) -> dict[str, ArraySpec]:
+        """The declared arrays plus the done mask of a unit group."""
+        if self.unit is None:
+            return dict(self.arrays)
+        done = ArraySpec(
+            "bool", (self.unit,), (1,), f"True once every array of the {self.unit} is written"
+        )
+        return {**self.arrays, DONE: done}
+
+
+def _array(dtype: str, dims: str, chunks: tuple[int | None, ...], doc: str) -> ArraySpec:
+    return ArraySpec(dtype, tuple(dims.split()), chunks, doc)
+
+
+CALIB = GroupSpec(
+    kind="calib",
+    version=1,
+    command="taq-calib",
+    doc="Calibration trajectories: x_t at each stored sampler step of real generations.",
+    unit="image",
+    arrays={
+        "latents": _array(
+            "float32", "image step H W C", (1, 1, None, None, None), "x_t entering each stored step"
+        ),
+        "timesteps": _array(
+            "float32", "step", (None,), "timestep (sigma * 1000) of each stored step"
+        ),
+        "sigmas": _array("float32", "step_all", (None,), "the full schedule, num_steps + 1 sigmas"),
+        "step_index": _array("int32", "step", (None,), "sampler step of each stored step (stride)"),
+        "prompts": _array("str", "image", (1,), "the prompt of each image"),
+        "seeds": _array("int64", "image", (1,), "the noise seed of each image"),
+        "final_latents": _array(
+            "float32", "image H W C", (1, None, None, None), "x_0 after the last step"
+        ),
+        "cond_tokens": _array(
+            "float32", "image L D", (1, None, None), "text conditioning tokens of the prompt"
+        ),
+        "cond_pooled": _array(
+            "float32", "image P", (1, None), "pooled text embedding of the prompt"
+        ),
+        "negative_tokens": _array(
+            "float32", "L D", (None, None), "conditioning tokens of the negative (CFG) prompt"
+        ),
+        "negative_pooled": _array(
+            "float32", "P", (None,), "pooled embedding of the negative prompt"
+        ),
+    },
+)
+
+BLOCKIO = GroupSpec(
+    kind="blockio",
+    version=1,
+    command="taq-adaround cache",
+    doc=(
+        "What one transformer block saw and produced in full precision, per recorded sample "
+        "(one row of the block's batch: an image at a step, conditional or unconditional half)."
+    ),
+    unit="sample",
+    named=True,
+    arrays={
+        "image_index": _array("int32", "sample", (1,), "calib image the sample comes from"),
+        "step_index": _array("int32", "sample", (1,), "calib stored step of the sample"),
+        "image_in": _array(
+            "float16", "sample image_token hidden", (1, None, None), "image tokens in"
+        ),
+        "text_in": _array("float16", "sample text_token hidden", (1, None, None), "text tokens in"),
+        "image_modulation": _array(
+            "float32", "sample image_modulation", (1, None), "adaLN output of the image sub-block"
+        ),
+        "text_modulation": _array(
+            "float32", "sample text_modulation", (1, None), "adaLN output of the text sub-block"
+        ),
+        "image_out": _array("float16", "sample image_token hidden", (1, None, None), "image out"),
+        "text_out": _array("float16", "sample text_token hidden", (1, None, None), "text out"),
+    },
+)
+
+ACTSTATS = GroupSpec(
+    kind="actstats",
+    version=1,
+    command="taq-actstats collect",
+    doc="Placeholder: per layer x timestep x channel activation statistics (taq-actstats).",
+)
+
+QUANT_CONFIG = GroupSpec(
+    kind="quant_config",
+    version=1,
+    command="taq-actstats analyze",
+    doc="Placeholder: per timestep -> layer bits, scale, shift, smoothing (taq-actstats).",
+)
+
+WEIGHTS = GroupSpec(
+    kind="weights",
+    version=1,
+    command="taq-adaround optimize",
+    doc="Placeholder: per layer 4-bit codes, scales, biases, activation scales (taq-adaround).",
+)
+
+GROUPS: dict[str, GroupSpec] = {
+    spec.kind: spec for spec in (CALIB, BLOCKIO, ACTSTATS, QUANT_CONFIG, WEIGHTS)
+}
+"""Every group kind taq knows, by kind."""

@@ -1,0 +1,303 @@
+"""A taq store: one zarr v3 directory per run, checked on open, holding one group per stage.
+
+Opening refuses anything a stage must not silently build on (another model, an unknown schema
+major, a corrupt or foreign directory); `require_group` refuses missing, incomplete and stale
+groups. Every refusal is a `StoreError` whose message names the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from importlib.metadata import version
+from pathlib import Path
+from typing import Literal
+
+import zarr
+from numpy.typing import ArrayLike
+from zarr.storage import LocalStore
+
+from taq_io.errors import (
+    CorruptStoreError,
+    GroupConflictError,
+    GroupIncompleteError,
+    GroupMissingError,
+    ModelMismatchError,
+    NotATaqStoreError,
+    SchemaVersionError,
+    StaleGroupError,
+    StoreExistsError,
+    StoreNotFoundError,
+    StoreNotWritableError,
+)
+from taq_io.group import GroupMeta, StageGroup
+from taq_io.identity import ModelIdentity, config_hash
+from taq_io.schema import ATTRS_KEY, GROUPS, SCHEMA_NAME, SCHEMA_VERSION, GroupSpec
+
+CREATED_BY = f"taq-io {version('taq-io')}"
+FIRST_COMMAND = GROUPS["calib"].command
+"""The stage that starts a run, named when there is no store yet."""
+
+
+class Store:
+    """An open taq store. Use `Store.create`, `Store.open` or `Store.open_or_create`."""
+
+    def __init__(self, path: Path, root: zarr.Group, model: ModelIdentity, schema_version: str):
+        self.path = path
+        self.model = model
+        self.schema_version = schema_version
+        self._root = root
+
+    @classmethod
+    def create(cls, path: str | Path, model: ModelIdentity, overwrite: bool = False) -> Store:
+        """A new, empty store at `path` (a missing or empty directory, or a taq store to
+        replace when `overwrite`). Never removes a directory that is not a taq store."""
+        path = Path(path)
+        if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+            _read_root_record(path)  # refuses what is not a taq store
+            if not overwrite:
+                raise StoreExistsError(
+                    f"{path} is already a taq store: open it, or pass --overwrite to replace it"
+                )
+            shutil.rmtree(path)
+        record = {
+            "schema": SCHEMA_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "model": model.to_json(),
+            "created_by": CREATED_BY,
+        }
+        try:
+            root = zarr.open_group(
+                store=LocalStore(path), mode="w", zarr_format=3, attributes={ATTRS_KEY: record}
+            )
+        except OSError as error:
+            raise StoreNotWritableError(
+                f"cannot create a store at {path} ({error.strerror or error}): "
+                "pass a writable --store path"
+            ) from error
+        return cls(path, root, model, SCHEMA_VERSION)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        model: ModelIdentity | None = None,
+        mode: Literal["r", "r+"] = "r",
+    ) -> Store:
+        """Open an existing store; with `model`, refuse a store made for another model."""
+        path = Path(path)
+        record = _read_root_record(path)
+        stored_model = ModelIdentity(**record["model"])
+        if model is not None and model != stored_model:
+            raise ModelMismatchError(
+                f"{path} is for model {stored_model}, you asked for {model}: use another --store"
+            )
+        if mode == "r+":
+            _check_writable(path)
+        root = zarr.open_group(
+            store=LocalStore(path, read_only=mode == "r"), mode=mode, zarr_format=3
+        )
+        return cls(path, root, stored_model, record["schema_version"])
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, model: ModelIdentity) -> Store:
+        """What a writing stage wants: the store at `path` for `model`, created if absent."""
+        path = Path(path)
+        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+            return cls.create(path, model)
+        return cls.open(path, model, mode="r+")
+
+    def create_group(
+        self,
+        kind: str,
+        name: str | None = None,
+        *,
+        producer: str,
+        config: Mapping[str, object],
+        inputs: Mapping[str, str],
+        sizes: Mapping[str, int],
+        constants: Mapping[str, ArrayLike] | None = None,
+        overwrite: bool = False,
+    ) -> StageGroup:
+        """A group to write, pre-allocated from `sizes` (dim name -> length).
+
+        If the group exists with the same config, inputs and sizes it is returned as it is, so
+        the writer resumes at the first unit not done (a complete group needs no work). If it
+        differs, this refuses unless `overwrite`, which replaces it. `constants` are the
+        arrays without the unit dim; `inputs` maps each input's group path to its identity.
+        """
+        spec, path = _resolve(kind, name)
+        meta = GroupMeta(
+            type=spec.type,
+            version=spec.version,
+            producer=producer,
+            config=dict(config),
+            config_hash=config_hash(dict(config)),
+            inputs=dict(inputs),
+            complete=False,
+        )
+        existing = self._find(spec, path)
+        if existing is not None and not overwrite:
+            conflict = _difference(existing, meta, dict(sizes))
+            if conflict is None:
+                return existing
+            raise GroupConflictError(
+                f"`{path}` in {self.path} {conflict}: "
+                f"rerun `{spec.command} --store {self.path} --overwrite` to replace it"
+            )
+        parent = self._root.require_group(kind) if spec.named else self._root
+        zgroup = parent.create_group(name or kind, overwrite=True)
+        return StageGroup.allocate(zgroup, spec, path, str(self.path), meta, sizes, constants or {})
+
+    def require_group(
+        self, kind: str, name: str | None = None, *, config_hash: str | None = None
+    ) -> StageGroup:
+        """A complete group to read. Refuses a missing or incomplete group, one made with a
+        config other than `config_hash` (when given), and one whose recorded inputs are
+        groups of this store that have changed since (stale)."""
+        spec, path = _resolve(kind, name)
+        group = self._find(spec, path)
+        command = f"{spec.command} --store {self.path}"
+        if group is None:
+            raise GroupMissingError(f"no `{path}` group in {self.path}: run `{command}` first")
+        if not group.meta.complete:
+            progress = (
+                f"{int(group.done_mask().sum())}/{group.total_units} {spec.unit}s"
+                if spec.unit
+                else "not committed"
+            )
+            raise GroupIncompleteError(
+                f"`{path}` in {self.path} is incomplete ({progress}): rerun `{command} --resume`"
+            )
+        stale = _version_difference(group.meta, spec) or self._stale_input(group.meta)
+        if stale is None and config_hash is not None and config_hash != group.meta.config_hash:
+            stale = f"was made with config {group.meta.config_hash}, you asked for {config_hash}"
+        if stale is not None:
+            raise StaleGroupError(f"`{path}` in {self.path} {stale}: rerun `{command} --overwrite`")
+        return group
+
+    def groups(self) -> list[StageGroup]:
+        """Every stage group in the store whose creation finished, complete or not."""
+        found = []
+        for kind, spec in GROUPS.items():
+            if spec.named:
+                parent = self._root.get(kind)
+                names = sorted(parent.group_keys()) if isinstance(parent, zarr.Group) else []
+                paths = [f"{kind}/{name}" for name in names]
+            else:
+                paths = [kind]
+            found += [group for p in paths if (group := self._find(spec, p)) is not None]
+        return found
+
+    def _find(self, spec: GroupSpec, path: str) -> StageGroup | None:
+        """The group at `path`, or None if absent or its creation never finished."""
+        try:
+            zgroup = self._root.get(path)
+            meta = GroupMeta.from_attrs(zgroup.attrs) if isinstance(zgroup, zarr.Group) else None
+            return None if meta is None else StageGroup(zgroup, spec, path, str(self.path), meta)
+        except (ValueError, TypeError, KeyError) as error:
+            raise CorruptStoreError(
+                f"`{path}` in {self.path} is corrupt ({error!r}): "
+                f"rerun `{spec.command} --store {self.path} --overwrite`"
+            ) from error
+
+    def _stale_input(self, meta: GroupMeta) -> str | None:
+        """How a recorded input that is a group of this store differs from it now, if it does."""
+        for path, recorded in meta.inputs.items():
+            spec = GROUPS.get(path.split("/")[0])
+            if spec is None:
+                continue  # not a group of this store (e.g. an external file's hash)
+            current = self._find(spec, path)
+            if current is None:
+                now = "missing"
+            elif not current.meta.complete:
+                now = "incomplete"
+            elif current.identity() != recorded:
+                now = current.identity()
+            else:
+                continue
+            return f"was made from {path} {recorded}, the store's {path} is now {now}"
+        return None
+
+
+def _resolve(kind: str, name: str | None) -> tuple[GroupSpec, str]:
+    spec = GROUPS.get(kind)
+    if spec is None:
+        raise KeyError(f"unknown group kind {kind!r}; known: {sorted(GROUPS)}")
+    if spec.named != (name is not None):
+        raise ValueError(f"`{kind}` groups {'need' if spec.named else 'take no'} name")
+    if name is not None and (not name or "/" in name):
+        raise ValueError(f"bad group name {name!r}")
+    return spec, f"{kind}/{name}" if spec.named else kind
+
+
+def _version_difference(meta: GroupMeta, spec: GroupSpec) -> str | None:
+    if meta.version != spec.version:
+        return f"has {spec.kind} format version {meta.version}, this taq writes {spec.version}"
+    return None
+
+
+def _difference(existing: StageGroup, wanted: GroupMeta, sizes: dict[str, int]) -> str | None:
+    """How an existing group differs from the one a writer asks for, if it does."""
+    meta = existing.meta
+    if (version := _version_difference(meta, existing.spec)) is not None:
+        return version
+    if meta.config_hash != wanted.config_hash:
+        return f"was made with config {meta.config_hash}, you asked for {wanted.config_hash}"
+    if meta.inputs != wanted.inputs:
+        return f"was made from inputs {meta.inputs}, you asked for {wanted.inputs}"
+    asked = {dim: sizes.get(dim) for dim in existing.sizes}
+    if existing.sizes != asked:
+        return f"has sizes {existing.sizes}, you asked for {asked}"
+    return None
+
+
+def _read_root_record(path: Path) -> dict:
+    """The root's `taq` attribute, after checking the path holds a taq store we can read."""
+    if not path.exists():
+        raise StoreNotFoundError(
+            f"no taq store at {path}: run `{FIRST_COMMAND} --store {path}` first"
+        )
+    metadata_file = path / "zarr.json"
+    if not metadata_file.is_file():
+        raise NotATaqStoreError(f"{path} exists but is not a taq store: pass another --store path")
+    try:
+        metadata = json.loads(metadata_file.read_text())
+        record = metadata.get("attributes", {}).get(ATTRS_KEY)
+    except (ValueError, AttributeError) as error:
+        raise CorruptStoreError(
+            f"{metadata_file} is corrupt ({error}): restore it, or remove {path} and re-run "
+            f"from `{FIRST_COMMAND}`"
+        ) from error
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA_NAME:
+        raise NotATaqStoreError(
+            f"{path} is a zarr store but not a taq store: pass another --store path"
+        )
+    try:
+        major = int(str(record["schema_version"]).split(".")[0])
+        ModelIdentity(**record["model"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise CorruptStoreError(
+            f"{metadata_file} has a malformed `{ATTRS_KEY}` attribute ({error!r}): restore it, "
+            f"or remove {path} and re-run from `{FIRST_COMMAND}`"
+        ) from error
+    our_major = int(SCHEMA_VERSION.split(".")[0])
+    if major != our_major:
+        raise SchemaVersionError(
+            f"{path} was written by schema {SCHEMA_NAME} {record['schema_version']}, this taq "
+            f"reads {our_major}.x: upgrade taq, or re-run into a new --store"
+        )
+    return record
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise StoreNotWritableError(
+            f"{path} is not writable ({error.strerror or error}): fix its permissions or "
+            "pass another --store path"
+        ) from error

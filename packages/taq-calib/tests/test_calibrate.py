@@ -8,7 +8,6 @@ import mlx.core as mx
 import numpy as np
 
 from taq_calib import CalibConfig, calibrate
-from taq_calib.calibrate import store_identity
 from taq_io import Store
 
 
@@ -44,7 +43,7 @@ def diffusionkit_trajectory(handle, prompt, seed, num_steps, cfg):
 
 
 def test_two_prompt_trajectories_equal_diffusionkit(random_handle, tmp_path):
-    store = Store.create(tmp_path / "run.zarr", store_identity(random_handle))
+    store = Store.create(tmp_path / "run.zarr", random_handle.identity)
     config = CalibConfig(
         model=random_handle.name, prompts=("a cat", "a dog"), num_images=2, num_steps=6, cfg=4.0
     )
@@ -60,7 +59,7 @@ def test_two_prompt_trajectories_equal_diffusionkit(random_handle, tmp_path):
 
 
 def test_stride_stores_every_kth_step(random_handle, tmp_path):
-    store = Store.create(tmp_path / "run.zarr", store_identity(random_handle))
+    store = Store.create(tmp_path / "run.zarr", random_handle.identity)
     config = CalibConfig(
         model=random_handle.name, prompts=("p",), num_images=1, num_steps=7, cfg=2.0, stride=3
     )

@@ -33,17 +33,13 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from taq_io import ModelIdentity
+
 DEFAULT_PRESET = "tiny-digits"
 
 
 class ModelError(Exception):
     """A model cannot be built or used as asked; the message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    preset: str
-    config_hash: str
 
 
 def _config_dict(config) -> dict:

@@ -19,7 +19,7 @@ from taq_model.sampling import initial_noise, sample_euler, sigma_schedule, time
 import mlx.core as mx
 import numpy as np
 
-from taq_io import ModelIdentity, StageGroup, Store
+from taq_io import StageGroup, Store
 
 PRODUCER = f"taq-calib {version('taq-calib')}"
 
@@ -67,10 +67,6 @@ class CalibResult:
     images_written: int
     images_skipped: int
     seconds: float
-
-
-def store_identity(handle: ModelHandle) -> ModelIdentity:
-    return ModelIdentity(handle.identity.preset, handle.identity.config_hash)
 
 
 def _open_group(handle: ModelHandle, store: Store, config: CalibConfig, overwrite: bool):

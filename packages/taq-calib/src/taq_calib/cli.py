@@ -9,7 +9,7 @@ from pathlib import Path
 from taq_model.cli_support import UsageError, run_cli
 from taq_model.presets import DEFAULT_PRESET, PRESETS, load_preset
 
-from taq_calib.calibrate import CalibConfig, calibrate, store_identity
+from taq_calib.calibrate import CalibConfig, calibrate
 from taq_io import Store, StoreError
 
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
-    store = Store.open_or_create(args.store, store_identity(handle))
+    store = Store.open_or_create(args.store, handle.identity)
     existing = [g for g in store.groups() if g.path == "calib"]
     if existing and not (args.resume or args.overwrite):
         raise UsageError(

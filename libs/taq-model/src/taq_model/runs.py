@@ -1,0 +1,87 @@
+"""A run = a taq store plus the model it belongs to; and replaying its calibration steps.
+
+Every stage after `taq-calib` opens the store, rebuilds the store's model preset, checks
+the model identity, and runs calibration latents through the FP model with the
+conditioning and modulation they were generated with. That is written once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from taq_model.presets import ModelHandle, load_preset
+from taq_model.sampling import Conditioning, cached_modulation
+
+import mlx.core as mx
+
+from taq_io import ModelMismatchError, StageGroup, Store
+
+
+def open_run(
+    path: str | Path,
+    *,
+    mode: Literal["r", "r+"] = "r+",
+    local_ckpt: str | None = None,
+    weights: str | None = None,
+) -> tuple[Store, ModelHandle]:
+    """Open an existing store and build its model preset; refuse a model that differs."""
+    store = Store.open(path, mode=mode)
+    handle = load_preset(store.model.preset, local_ckpt=local_ckpt, weights=weights)
+    if handle.identity != store.model:
+        raise ModelMismatchError(
+            f"{path} was made with {store.model}, but this taq builds {handle.identity}"
+            " (weights or config changed): re-run from `taq-calib` into a new --store"
+        )
+    return store, handle
+
+
+@dataclass(frozen=True)
+class CalibForward:
+    image: int
+    step: int  # index into the calib group's stored steps
+    timestep: float
+    output: mx.array  # the MMDiT's output for the (CFG-doubled) batch, not yet evaluated
+
+
+def calib_conditioning(calib: StageGroup, image: int) -> Conditioning:
+    unit = calib.read_unit(image)
+    return Conditioning(
+        tokens=mx.array(unit["cond_tokens"])[None],
+        pooled=mx.array(unit["cond_pooled"])[None],
+        negative_tokens=mx.array(calib.read("negative_tokens"))[None],
+        negative_pooled=mx.array(calib.read("negative_pooled"))[None],
+    )
+
+
+def forward_calibration(
+    handle: ModelHandle,
+    calib: StageGroup,
+    images: Sequence[int],
+    steps: Sequence[int],
+) -> Iterator[CalibForward]:
+    """Run the model on the calib latents of `images` x `steps`, as during sampling.
+
+    The batch is doubled for CFG ([cond, uncond]) exactly as the sampler does, and the
+    modulation is cached per image (it depends on the prompt) and dropped after. The
+    caller evaluates each output (e.g. together with what its hooks recorded).
+    """
+    cfg = float(calib.meta.config["cfg"])
+    all_timesteps = calib.read("timesteps")
+    for image in images:
+        latents = calib.read_unit(image)["latents"]
+        conditioning = calib_conditioning(calib, image)
+        tokens, pooled = conditioning.model_batch(cfg)
+        timesteps = mx.array(all_timesteps[list(steps)])
+        with cached_modulation(handle, pooled, timesteps):
+            for i, step in enumerate(steps):
+                x = mx.array(latents[step])[None]
+                x_in = x if cfg <= 0 else mx.concatenate([x] * 2, axis=0)
+                output = handle.mmdit(
+                    latent_image_embeddings=x_in,
+                    token_level_text_embeddings=mx.expand_dims(tokens, 2),
+                    timestep=mx.broadcast_to(timesteps[i], [len(x_in)]),
+                )
+                yield CalibForward(image, step, float(all_timesteps[step]), output)

@@ -1,10 +1,11 @@
 """Contract between taq-calib and every later stage: replaying the calib group's latents
 through `forward_calibration` sees exactly what the sampler saw."""
 
-import numpy as np
 from taq_model.runs import forward_calibration
 
 import mlx.core as mx
+import numpy as np
+
 from taq_calib import CalibConfig, calibrate
 from taq_io import Store
 

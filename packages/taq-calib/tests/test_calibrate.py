@@ -1,45 +1,11 @@
 """Calibration trajectories against DiffusionKit, and what the calib group holds."""
 
-from types import SimpleNamespace
+from taq_model.testing import diffusionkit_trajectory
 
-from taq_model.compat import import_diffusionkit
-
-import mlx.core as mx
 import numpy as np
 
 from taq_calib import CalibConfig, calibrate
 from taq_io import Store
-
-
-def diffusionkit_trajectory(handle, prompt, seed, num_steps, cfg):
-    """x_t entering every step of DiffusionKit's own `sample_euler`, and its final latent."""
-    dk = import_diffusionkit()
-    from diffusionkit.mlx.sampler import ModelSamplingDiscreteFlow
-
-    pipe = SimpleNamespace(
-        mmdit=handle.mmdit,
-        sampler=ModelSamplingDiscreteFlow(shift=handle.shift),
-        activation_dtype=mx.float32,
-        load_mmdit=lambda only_modulation_dict=True: handle.modulation_weights(),
-    )
-    seen = []
-
-    class Recording(dk.CFGDenoiser):
-        def __call__(self, x_t, *args, **kwargs):
-            seen.append(np.array(x_t[0]))
-            return super().__call__(x_t, *args, **kwargs)
-
-    bare = dk.DiffusionPipeline.__new__(dk.DiffusionPipeline)
-    sigmas = bare.get_sigmas(pipe.sampler, num_steps)
-    noise = bare.get_noise(seed, mx.zeros((1, *handle.latent_shape)))
-    c = handle.encode([prompt])
-    extra = {
-        "conditioning": mx.concatenate([c.tokens, c.negative_tokens]),
-        "cfg_weight": cfg,
-        "pooled_conditioning": mx.concatenate([c.pooled, c.negative_pooled]),
-    }
-    final, _ = dk.sample_euler(Recording(pipe), noise, sigmas, extra_args=extra)
-    return np.stack(seen), np.array(final[0])
 
 
 def test_two_prompt_trajectories_equal_diffusionkit(random_handle, tmp_path):

@@ -1,0 +1,28 @@
+"""taq-infer: run taq's quantized MMDiT for real (packed W4) with simulated activation quant."""
+
+import taq_model  # noqa: F401  (loads an optimised BLAS before MLX)
+
+from taq_infer.activations import ActivationQuant, StepContext
+from taq_infer.model import (
+    ActivationPlan,
+    InferenceError,
+    QuantizedModel,
+    WeightSet,
+    load_weight_set,
+    model_bytes,
+    rtn_weight_set,
+)
+from taq_infer.packed import PackedLinear
+
+__all__ = [
+    "ActivationPlan",
+    "ActivationQuant",
+    "InferenceError",
+    "PackedLinear",
+    "QuantizedModel",
+    "StepContext",
+    "WeightSet",
+    "load_weight_set",
+    "model_bytes",
+    "rtn_weight_set",
+]

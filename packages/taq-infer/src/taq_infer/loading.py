@@ -1,0 +1,98 @@
+"""Load a store's quantized model: the library entry the CLI and the pipeline share.
+
+`load_quantized(handle, store, weights="adaround", act="timestep")` reads the `weights`
+group (and `quant_config` when the activation mode needs it) through taq-io, refuses
+artifacts of another model, group size or schedule with a one-line `InferenceError` /
+`StoreError`, and packs the handle's MMDiT in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from taq_model.presets import ModelHandle
+from taq_model.sampling import sigma_schedule, timesteps_for
+
+import mlx.core as mx
+import numpy as np
+
+from taq_infer.artifacts import has_quant_config, read_activation_plan, read_weight_set
+from taq_infer.model import (
+    ACT_MODES,
+    Fallback,
+    InferenceError,
+    QuantizedModel,
+    check_activations,
+    check_layer_map,
+    load_weight_set,
+    plan_rows,
+)
+from taq_io import ModelMismatchError, Store
+
+SCALE_DTYPES = {"float32": mx.float32, "float16": mx.float16}
+
+
+def _dtype(value: str | mx.Dtype | None) -> mx.Dtype | None:
+    if value is None or isinstance(value, mx.Dtype):
+        return value
+    if value not in SCALE_DTYPES:
+        raise InferenceError(f"dtype must be one of {', '.join(SCALE_DTYPES)}, got {value!r}")
+    return SCALE_DTYPES[value]
+
+
+def resolve_act(act: str, store: Store, has_static: bool) -> str:
+    """`auto` -> timestep if the store has a quant_config, else static if possible, else none."""
+    if act != "auto":
+        if act not in ACT_MODES:
+            raise InferenceError(f"act must be auto or one of {', '.join(ACT_MODES)}, got {act!r}")
+        return act
+    if has_quant_config(store):
+        return "timestep"
+    return "static" if has_static else "none"
+
+
+def load_quantized(
+    handle: ModelHandle,
+    store: Store | str | Path,
+    *,
+    weights: str = "adaround",
+    act: str = "timestep",
+    act_fallback: Fallback | None = None,
+    num_steps: int | None = None,
+    scale_dtype: str | mx.Dtype | None = None,
+    other_dtype: str | mx.Dtype | None = None,
+    before_install: Callable[[ModelHandle], object] | None = None,
+) -> QuantizedModel:
+    """Pack `handle`'s MMDiT (in place) with the store's `weights` and activation plan.
+
+    With `num_steps`, a quant_config calibrated for another schedule is refused here,
+    before any work (else at `prepare`/`generate`). `before_install(handle)` runs on the
+    still-FP model once every artifact has been read and checked (an FP reference run).
+    """
+    if not isinstance(store, Store):
+        store = Store.open(store, mode="r")
+    if store.model != handle.identity:
+        raise ModelMismatchError(
+            f"{store.path} was made for {store.model}, this model is {handle.identity}: "
+            "pass the store of this model preset"
+        )
+    weight_set = read_weight_set(store, weights)
+    act = resolve_act(act, store, bool(weight_set.static_activations))
+    plan = read_activation_plan(store) if act == "timestep" else None
+    names = [ref.name for ref in check_layer_map(handle.mmdit, weight_set)]
+    check_activations(weight_set, plan, act, act_fallback, names)
+    if plan is not None and num_steps is not None:
+        sigmas = sigma_schedule(num_steps, handle.shift)
+        plan_rows(plan, np.array(timesteps_for(sigmas))[:num_steps], act_fallback)
+    if before_install is not None:
+        before_install(handle)
+    return load_weight_set(
+        handle,
+        weight_set,
+        act=act,
+        plan=plan,
+        fallback=act_fallback,
+        scale_dtype=_dtype(scale_dtype),
+        other_dtype=_dtype(other_dtype),
+    )

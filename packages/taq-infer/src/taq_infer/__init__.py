@@ -3,6 +3,7 @@
 import taq_model  # noqa: F401  (loads an optimised BLAS before MLX)
 
 from taq_infer.activations import ActivationQuant, StepContext
+from taq_infer.loading import load_quantized
 from taq_infer.model import (
     ActivationPlan,
     InferenceError,
@@ -22,6 +23,7 @@ __all__ = [
     "QuantizedModel",
     "StepContext",
     "WeightSet",
+    "load_quantized",
     "load_weight_set",
     "model_bytes",
     "rtn_weight_set",

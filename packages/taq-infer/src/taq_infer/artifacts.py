@@ -31,9 +31,7 @@ def read_weight_set(store: Store, method: str) -> WeightSet:
         raise InferenceError(f"--weights must be one of {', '.join(WEIGHT_METHODS)}")
     group = store.require_group("weights")  # refuses missing / incomplete / stale
     if not _kind_ready("weights"):
-        raise InferenceError(
-            f"this taq-io does not define the `weights` layout yet ({group.path})"
-        )
+        raise InferenceError(f"this taq-io does not define the `weights` layout yet ({group.path})")
     raise InferenceError("weights layout not wired")  # pragma: no cover
 
 

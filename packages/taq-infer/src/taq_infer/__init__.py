@@ -12,6 +12,7 @@ from taq_infer.model import (
     load_weight_set,
     model_bytes,
     rtn_weight_set,
+    sampling_parameters,
 )
 from taq_infer.packed import PackedLinear
 
@@ -27,4 +28,5 @@ __all__ = [
     "load_weight_set",
     "model_bytes",
     "rtn_weight_set",
+    "sampling_parameters",
 ]

@@ -292,9 +292,22 @@ class QuantizedModel:
         return total
 
 
+def sampling_parameters(mmdit: nn.Module) -> list[mx.array]:
+    """The MMDiT's distinct weight arrays while it samples: adaLN excluded (modulation
+    caching empties it). DiffusionKit also keeps the adaLN linears in a `to_offload` list
+    on the model after caching, so arrays are deduplicated and that list is skipped."""
+    seen, arrays = set(), []
+    for path, value in tree_flatten(mmdit.parameters()):
+        if "adaLN_modulation" in path or path.startswith("to_offload") or id(value) in seen:
+            continue
+        seen.add(id(value))
+        arrays.append(value)
+    return arrays
+
+
 def model_bytes(mmdit: nn.Module) -> int:
-    """Bytes of every parameter the MMDiT holds now (after modulation caching: no adaLN)."""
-    return sum(v.nbytes for _, v in tree_flatten(mmdit.parameters()))
+    """Bytes of the weights the MMDiT holds while sampling (adaLN dropped by caching)."""
+    return sum(value.nbytes for value in sampling_parameters(mmdit))
 
 
 def load_weight_set(

@@ -1,0 +1,97 @@
+"""The `tiny-digits` preset: a small DiffusionKit MMDiT for scikit-learn's digits.
+
+16x16x1 latents are the 8x8 digits upsampled 2x (nearest) and scaled to [-1, 1]; the
+prompt `digit N` selects a learned table of 4 context tokens (width 64) and a learned
+pooled vector; class 10 is the null condition used for the negative (CFG) prompt and for
+10 % label dropout during training. Trained by `train_tiny_digits.py`.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from taq_model.compat import import_diffusionkit
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+DIGIT_PROMPTS = tuple(f"digit {i}" for i in range(10))
+NULL_CLASS = 10
+NUM_TOKENS = 4
+TOKEN_WIDTH = 64
+POOLED_WIDTH = 64
+TINY_DIGITS_WEIGHTS = Path(__file__).parent / "weights" / "tiny_digits.safetensors"
+
+
+def parse_digit_prompt(prompt: str) -> int:
+    """`digit N` -> N; the empty prompt -> the null class; anything else is refused."""
+    text = prompt.strip()
+    if text == "":
+        return NULL_CLASS
+    if text in DIGIT_PROMPTS:
+        return int(text[-1])
+    raise ValueError(
+        f"bad prompt {prompt!r} for tiny-digits: accepted prompts are "
+        f"'digit 0', 'digit 1', ..., 'digit 9'"
+    )
+
+
+@cache
+def load_digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 digits as (N, 16, 16, 1) float32 in [-1, 1], and their labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images.astype(np.float32) / 16.0
+    images = images.repeat(2, axis=1).repeat(2, axis=2) * 2.0 - 1.0
+    return images[..., None], digits.target.astype(np.int64)
+
+
+def tiny_digits_config():
+    import_diffusionkit()
+    from diffusionkit.mlx.config import MMDiTConfig
+
+    return MMDiTConfig(
+        num_heads=4,
+        depth_multimodal=4,
+        hidden_size_override=128,
+        max_latent_resolution=16,
+        vae_latent_dim=1,
+        pooled_text_embed_dim=POOLED_WIDTH,
+        token_level_text_embed_dim=TOKEN_WIDTH,
+        dtype=mx.float32,
+        float16_dtype=mx.float32,
+        low_memory_mode=False,
+    )
+
+
+class DigitConditioner(nn.Module):
+    """Learned per-class context tokens and pooled vectors (class 10: null)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tokens = mx.random.normal((NULL_CLASS + 1, NUM_TOKENS, TOKEN_WIDTH)) * 0.5
+        self.pooled = mx.random.normal((NULL_CLASS + 1, POOLED_WIDTH)) * 0.5
+
+    def __call__(self, labels: mx.array) -> tuple[mx.array, mx.array]:
+        return self.tokens[labels], self.pooled[labels]
+
+
+def load_tiny_digits(path: str | Path = TINY_DIGITS_WEIGHTS):
+    """(MMDiT, DigitConditioner) from one safetensors file (`mmdit.*`, `conditioner.*`)."""
+    import_diffusionkit()
+    from diffusionkit.mlx.mmdit import MMDiT
+
+    weights = mx.load(str(path))
+    mmdit, conditioner = MMDiT(tiny_digits_config()), DigitConditioner()
+    for prefix, module in (("mmdit.", mmdit), ("conditioner.", conditioner)):
+        items = [
+            (k.removeprefix(prefix), v.astype(mx.float32))
+            for k, v in weights.items()
+            if k.startswith(prefix)
+        ]
+        module.load_weights(items)
+    mx.eval(mmdit.parameters(), conditioner.parameters())
+    return mmdit, conditioner

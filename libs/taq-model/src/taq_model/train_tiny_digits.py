@@ -127,7 +127,7 @@ def save_weights(model: TinyDigitsModel, config, losses: list[float], seconds: f
         for k, v in tree_flatten(module.parameters())
     }
     metadata = {
-        "recipe": json.dumps(asdict(config)),
+        "recipe": json.dumps({k: v for k, v in asdict(config).items() if k != "output"}),
         "final_loss": f"{np.mean(losses[-20:]):.5f}",
         "train_seconds": f"{seconds:.0f}",
     }

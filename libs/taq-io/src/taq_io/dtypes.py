@@ -20,6 +20,7 @@ STORAGE_DTYPES: dict[str, np.dtype | type] = {
     "bfloat16": np.dtype("uint16"),
     "int32": np.dtype("int32"),
     "int64": np.dtype("int64"),
+    "uint32": np.dtype("uint32"),
     "bool": np.dtype("bool"),
     "str": str,
 }
@@ -30,6 +31,7 @@ FILL_VALUES: dict[str, object] = {
     "bfloat16": BFLOAT16_NAN_BITS,
     "int32": 0,
     "int64": 0,
+    "uint32": 0,
     "bool": False,
     "str": "",
 }

@@ -24,7 +24,7 @@ ATTRS_KEY = "taq"
 DONE = "done"
 """Name of the done mask every unit group holds over its unit dim."""
 
-DTYPES = ("float32", "float16", "bfloat16", "int32", "int64", "bool", "str")
+DTYPES = ("float32", "float16", "bfloat16", "int32", "int64", "uint32", "bool", "str")
 """Logical dtypes. bfloat16 is stored as uint16 bits (see `dtypes.py`)."""
 
 
@@ -164,7 +164,12 @@ BLOCKIO = GroupSpec(
             "float32", "sample text_modulation", (1, None), "adaLN output of the text sub-block"
         ),
         "image_out": _array("float16", "sample image_token hidden", (1, None, None), "image out"),
-        "text_out": _array("float16", "sample text_token hidden", (1, None, None), "text out"),
+        "text_out": _array(
+            "float16",
+            "sample text_out_token hidden",
+            (1, None, None),
+            "text tokens out (0 tokens for a last MM block, whose text output is unused)",
+        ),
     },
 )
 
@@ -182,11 +187,58 @@ QUANT_CONFIG = GroupSpec(
     doc="Placeholder: per timestep -> layer bits, scale, shift, smoothing (taq-actstats).",
 )
 
+WEIGHT_ROLES = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
+"""Quantizable linears of a sub-block, by the last part of their taxonomy role."""
+
+
+def _weight_arrays() -> dict[str, ArraySpec]:
+    arrays = {
+        "block_names": _array("str", "block", (1,), "taq block name (mm0, ...)"),
+        "present": _array(
+            "bool",
+            "block stream role",
+            (1, None, None),
+            "the layer exists (last MM text: no post-attn)",
+        ),
+        "mse": _array("float32", "block", (1,), "block output MSE vs FP on the cached samples"),
+        "rtn_mse": _array("float32", "block", (1,), "the same for round-to-nearest on this grid"),
+        "seconds": _array("float32", "block", (1,), "wall time spent on the block"),
+    }
+    for role in WEIGHT_ROLES:
+        arrays[f"{role}_weight"] = _array(
+            "uint32",
+            f"block stream {role}_out {role}_words",
+            (1, 1, None, None),
+            f"{role}: packed codes, MLX QuantizedLinear.weight (in * bits / 32 words per row)",
+        )
+        for part in ("scales", "biases"):
+            arrays[f"{role}_{part}"] = _array(
+                "float32",
+                f"block stream {role}_out {role}_groups",
+                (1, 1, None, None),
+                f"{role}: QuantizedLinear.{part} (w = scale * q + bias per group)",
+            )
+        arrays[f"{role}_act_scale"] = _array(
+            "float32", "block stream", (1, None), f"{role}: learned static input scale (signed)"
+        )
+    return arrays
+
+
 WEIGHTS = GroupSpec(
     kind="weights",
     version=1,
     command="taq-adaround optimize",
-    doc="Placeholder: per layer 4-bit codes, scales, biases, activation scales (taq-adaround).",
+    doc=(
+        "Quantized weights in MLX's affine QuantizedLinear format, one named group per method "
+        "(`weights/adaround`, `weights/rtn`), one unit per block."
+    ),
+    unit="block",
+    named=True,
+    arrays={
+        **_weight_arrays(),
+        "stream_names": _array("str", "stream", (None,), "sub-block streams (image, text)"),
+        "role_names": _array("str", "role", (None,), "layer roles, as in the array names"),
+    },
 )
 
 GROUPS: dict[str, GroupSpec] = {

@@ -1,0 +1,178 @@
+"""Cache what every transformer block sees and produces in full precision (TaQ-DiT §3.2).
+
+Block reconstruction needs, per calibration sample, the block's inputs, the adaLN
+modulation it read (it depends on the prompt, so it is recorded, never recomputed) and its
+FP outputs. One forward pass of the FP model per calib (image, step) feeds every hooked
+block at once; each pass is written straight to the `blockio/<block>` groups (one unit per
+row of the CFG-doubled batch) and dropped, so memory holds one pass at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+
+from taq_model.cli_support import progress
+from taq_model.presets import ModelHandle
+from taq_model.runs import forward_calibration
+from taq_model.taxonomy import block_names
+
+import numpy as np
+
+from taq_hooks import BlockCall, hook_blocks
+from taq_io import StageGroup, Store
+
+PRODUCER = f"taq-adaround {version('taq-adaround')}"
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    num_images: int | None = None  # None: every calib image
+    stride: int = 1  # every stride-th stored calib step
+    blocks: tuple[str, ...] | None = None  # None: every block
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["blocks"] = list(self.blocks) if self.blocks else None
+        return data
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    images: list[int]
+    steps: list[int]
+    rows: int  # samples per forward pass (2 with CFG)
+
+    def sample(self, image_pos: int, step_pos: int, row: int) -> int:
+        return (image_pos * len(self.steps) + step_pos) * self.rows + row
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.images) * len(self.steps) * self.rows
+
+
+def plan_cache(calib: StageGroup, config: CacheConfig) -> CachePlan:
+    total_images = calib.sizes["image"]
+    count = total_images if config.num_images is None else config.num_images
+    if not 1 <= count <= total_images:
+        raise ValueError(f"--num-images must be in 1..{total_images} (the calib group's images)")
+    if config.stride < 1:
+        raise ValueError(f"--stride must be at least 1, got {config.stride}")
+    steps = list(range(0, calib.sizes["step"], config.stride))
+    rows = 2 if float(calib.meta.config["cfg"]) > 0 else 1
+    return CachePlan(list(range(count)), steps, rows)
+
+
+def _tokens(value) -> int:
+    return 0 if value is None else value.shape[1]
+
+
+def _group_sizes(call: BlockCall, plan: CachePlan) -> dict[str, int]:
+    image_in, text_in = call.args[0], call.args[1]
+    image_out, text_out = call.outputs
+    modulation = call.modulation
+    return {
+        "sample": plan.num_samples,
+        "image_token": image_in.shape[1],
+        "text_token": text_in.shape[1],
+        "text_out_token": _tokens(text_out),
+        "hidden": image_in.shape[-1],
+        "image_modulation": modulation["image"].shape[-1],
+        "text_modulation": modulation["text"].shape[-1],
+    }
+
+
+def _sample_arrays(call: BlockCall, row: int, image: int, step: int) -> dict[str, np.ndarray]:
+    image_in, text_in = call.args[0], call.args[1]
+    image_out, text_out = call.outputs
+    hidden = image_in.shape[-1]
+    empty = np.zeros((0, hidden), np.float16)
+
+    def tokens(x) -> np.ndarray:
+        return empty if x is None else np.array(x[row, :, 0, :], dtype=np.float32)
+
+    def modulation(stream: str) -> np.ndarray:
+        value = call.modulation[stream]
+        value = value[row] if value.shape[0] > 1 else value[0]
+        return np.array(value, dtype=np.float32).reshape(-1)
+
+    return {
+        "image_index": image,
+        "step_index": step,
+        "image_in": tokens(image_in),
+        "text_in": tokens(text_in),
+        "image_modulation": modulation("image"),
+        "text_modulation": modulation("text"),
+        "image_out": tokens(image_out),
+        "text_out": tokens(text_out),
+    }
+
+
+def cache_block_io(
+    handle: ModelHandle, store: Store, config: CacheConfig, overwrite: bool = False
+) -> dict[str, StageGroup]:
+    """Write (or finish) `blockio/<block>` for every selected block; return the groups."""
+    calib = store.require_group("calib")
+    plan = plan_cache(calib, config)
+    names = list(config.blocks or block_names(handle.mmdit))
+    unknown = [b for b in names if b not in block_names(handle.mmdit)]
+    if unknown:
+        raise ValueError(
+            f"unknown block(s) {', '.join(unknown)}: this model has "
+            f"{', '.join(block_names(handle.mmdit))}"
+        )
+    inputs = {"calib": calib.identity()}
+    groups: dict[str, StageGroup] = {}
+
+    def open_group(name: str, sizes: dict[str, int]) -> StageGroup:
+        group = store.create_group(
+            "blockio",
+            name,
+            producer=PRODUCER,
+            config=config.to_json(),
+            inputs=inputs,
+            sizes=sizes,
+            overwrite=overwrite,
+        )
+        groups[name] = group
+        return group
+
+    if not overwrite:  # resume: the sizes of existing groups are known
+        existing = {g.path: g for g in store.groups()}
+        for name in names:
+            if f"blockio/{name}" in existing:
+                open_group(name, existing[f"blockio/{name}"].sizes)
+
+    def pass_done(image_pos: int, step_pos: int) -> bool:
+        if len(groups) < len(names):
+            return False
+        samples = [plan.sample(image_pos, step_pos, r) for r in range(plan.rows)]
+        return all(g.done_mask()[samples].all() for g in groups.values())
+
+    todo = [
+        (image_pos, image, step_pos, step)
+        for image_pos, image in enumerate(plan.images)
+        for step_pos, step in enumerate(plan.steps)
+    ]
+    remaining = [t for t in todo if not pass_done(t[0], t[2])]
+    by_image: dict[int, list[tuple[int, int, int]]] = {}
+    for image_pos, image, step_pos, step in remaining:
+        by_image.setdefault(image, []).append((image_pos, step_pos, step))
+    bar = progress(len(todo), "cache block I/O", unit="pass", initial=len(todo) - len(remaining))
+    with bar, hook_blocks(handle.mmdit, names) as hooks:
+        for image, passes in by_image.items():
+            steps = [step for _, _, step in passes]
+            forwards = forward_calibration(handle, calib, [image], steps)
+            for (image_pos, step_pos, step), forward in zip(passes, forwards, strict=True):
+                hooks.flush(forward.output)
+                for name in names:
+                    call = hooks[name].flush()[-1]
+                    hooks[name].clear()
+                    group = groups.get(name) or open_group(name, _group_sizes(call, plan))
+                    for row in range(plan.rows):
+                        values = _sample_arrays(call, row, image, step)
+                        group.write_unit(plan.sample(image_pos, step_pos, row), values)
+                bar.update(1)
+    for group in groups.values():
+        group.mark_complete()
+    return groups

@@ -1,0 +1,146 @@
+"""`taq-adaround`: cache block I/O (`cache`) and learn AdaRound W4 rounding (`optimize`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from taq_model.cli_support import UsageError, run_cli
+from taq_model.runs import open_run
+
+from taq_adaround.blockio import CacheConfig, cache_block_io
+from taq_adaround.optimize import DataError, optimize_blocks
+from taq_adaround.reconstruct import AdaRoundConfig
+from taq_io import StoreError
+
+EXPORTABLE_BITS = (2, 3, 4, 5, 6, 8)  # MLX's affine QuantizedLinear
+
+
+def _blocks(text: str | None) -> tuple[str, ...] | None:
+    return tuple(b.strip() for b in text.split(",") if b.strip()) if text else None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", type=Path, required=True, help="the run's zarr store")
+    p.add_argument("--blocks", default=None, help="comma-separated, e.g. mm0,mm1 (default: all)")
+    p.add_argument("--local-ckpt", default=None, help="sd3-medium: MLX checkpoint file")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true", help="replace existing groups")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taq-adaround", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    cache = sub.add_parser("cache", help="record every block's FP inputs/outputs")
+    _common(cache)
+    cache.add_argument("--num-images", type=int, default=None, help="default: all calib images")
+    cache.add_argument("--stride", type=int, default=1, help="every k-th stored calib step")
+    opt = sub.add_parser("optimize", help="learn W4 rounding block by block (+ RTN baseline)")
+    _common(opt)
+    defaults = AdaRoundConfig()
+    opt.add_argument("--iters", type=int, default=defaults.iters)
+    opt.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    opt.add_argument("--bits-w", type=int, default=defaults.bits_w)
+    opt.add_argument("--bits-a", type=int, default=defaults.bits_a, help="0: no act. quant")
+    opt.add_argument("--group-size", type=int, default=defaults.group_size)
+    opt.add_argument("--scale-method", choices=("minmax", "mse"), default=defaults.scale_method)
+    opt.add_argument("--lr", type=float, default=defaults.lr)
+    opt.add_argument("--lr-act", type=float, default=defaults.lr_act)
+    opt.add_argument("--reg-weight", type=float, default=defaults.reg_weight)
+    opt.add_argument("--seed", type=int, default=defaults.seed)
+    opt.add_argument("--no-compile", action="store_true", help="run the train step eagerly")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: pick one")
+    if args.command == "optimize":
+        if args.bits_w not in EXPORTABLE_BITS:
+            raise UsageError(
+                f"--bits-w {args.bits_w} is not supported: MLX's QuantizedLinear stores "
+                f"{', '.join(map(str, EXPORTABLE_BITS))} bits"
+            )
+        if args.bits_a and not 2 <= args.bits_a <= 8:
+            raise UsageError(f"--bits-a must be 0 (off) or 2..8, got {args.bits_a}")
+        if args.iters < 1 or args.batch_size < 1:
+            raise UsageError("--iters and --batch-size must be at least 1")
+
+
+def _existing(store, kind: str) -> bool:
+    return any(g.spec.kind == kind for g in store.groups())
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
+    kind = "blockio" if args.command == "cache" else "weights"
+    if _existing(store, kind) and not (args.resume or args.overwrite):
+        raise UsageError(
+            f"{args.store} already has {kind} groups: pass --resume to continue "
+            "or --overwrite to replace them"
+        )
+    start = time.perf_counter()
+    try:
+        if args.command == "cache":
+            config = CacheConfig(args.num_images, args.stride, _blocks(args.blocks))
+            groups = cache_block_io(handle, store, config, overwrite=args.overwrite)
+            samples = next(iter(groups.values())).total_units
+            print(
+                f"blockio: {len(groups)} block(s) x {samples} samples in "
+                f"{time.perf_counter() - start:.1f}s -> {args.store}/blockio"
+            )
+            return 0
+        config = AdaRoundConfig(
+            iters=args.iters,
+            batch_size=args.batch_size,
+            bits_w=args.bits_w,
+            bits_a=args.bits_a,
+            group_size=args.group_size,
+            scale_method=args.scale_method,
+            lr=args.lr,
+            lr_act=args.lr_act,
+            reg_weight=args.reg_weight,
+            seed=args.seed,
+        )
+        result = optimize_blocks(
+            handle,
+            store,
+            config,
+            list(_blocks(args.blocks) or []) or None,
+            overwrite=args.overwrite,
+            compile_step=not args.no_compile,
+        )
+    except DataError as err:
+        raise UsageError(str(err)) from None
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print_summary(result.rows)
+    print(
+        f"weights: W{args.bits_w} (group {args.group_size}) -> {args.store}/weights/adaround, "
+        f"{args.store}/weights/rtn in {time.perf_counter() - start:.1f}s"
+    )
+    return 0
+
+
+def print_summary(rows: list[dict]) -> None:
+    if not rows:
+        print("every block was already optimised (nothing to do)")
+        return
+    print(f"{'block':<8}{'RTN MSE':>12}{'AdaRound MSE':>14}{'ratio':>8}{'time':>9}")
+    for row in rows:
+        print(
+            f"{row['block']:<8}{row['rtn_mse']:>12.4g}{row['adaround_mse']:>14.4g}"
+            f"{row['ratio']:>8.3f}{row['seconds']:>8.1f}s"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: run(args), user_errors=(StoreError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

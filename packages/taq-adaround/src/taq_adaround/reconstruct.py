@@ -1,0 +1,233 @@
+"""Block reconstruction with AdaRound (TaQ-DiT §3.2; Nagel et al. 2020; BRECQ).
+
+For one transformer block: learn, for every quantizable linear, whether each weight rounds
+down or up on its W4 grid, jointly with a per-layer activation scale, so that the block's
+output under quantization matches its cached FP output on the calibration samples:
+
+    loss = E_batch[ sum_features (block_q(x) - block_fp(x))^2 ] + lambda * sum_l R(V_l; B)
+
+with the rounding regulariser R off during the first 20 % of iterations and its exponent B
+annealed 20 -> 2 afterwards. Adam (lr 1e-3) trains the rounding logits V; a second Adam
+with a cosine schedule (lr 4e-5) trains the activation scales. Everything runs in float32.
+The train step is compiled; the next batch is gathered while the current step runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from taq_model.cli_support import progress
+from taq_model.taxonomy import LayerRef, block_layers, block_streams, get_block
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from taq_adaround.layers import AdaRoundLinear, install_adaround, restore_linears
+from taq_quant import RoundingSchedule, WeightQuantConfig, rounding_regularizer
+
+MODULATION_KEY = 0.0
+# Blocks read `timestep.item()` only as the key of `_modulation_params`; a size-1 constant
+# (not a traced input) keeps that lookup valid inside `mx.compile`.
+TIMESTEP_KEY = mx.array([MODULATION_KEY])
+
+
+@dataclass(frozen=True)
+class AdaRoundConfig:
+    iters: int = 20000
+    batch_size: int = 32
+    bits_w: int = 4
+    bits_a: int = 8  # 0: no activation quantization
+    group_size: int = 64
+    scale_method: str = "mse"
+    lr: float = 1e-3
+    lr_act: float = 4e-5
+    reg_weight: float = 0.01
+    warmup: float = 0.2
+    beta_start: float = 20.0
+    beta_end: float = 2.0
+    seed: int = 0
+
+    @property
+    def weight_config(self) -> WeightQuantConfig:
+        return WeightQuantConfig(
+            bits=self.bits_w, group_size=self.group_size, scale_method=self.scale_method
+        )
+
+
+@dataclass
+class BlockData:
+    """A block's cached samples as float32 arrays (tokens without the singleton axis)."""
+
+    image_in: np.ndarray  # (N, Li, D)
+    text_in: np.ndarray  # (N, Lt, D)
+    modulation: dict[str, np.ndarray]  # stream -> (N, M)
+    image_out: np.ndarray
+    text_out: np.ndarray  # (N, 0, D) when the block's text output is unused
+
+    def __len__(self) -> int:
+        return self.image_in.shape[0]
+
+    def batch(self, index: np.ndarray) -> tuple[mx.array, ...]:
+        return (
+            mx.array(self.image_in[index]),
+            mx.array(self.text_in[index]),
+            *(mx.array(self.modulation[s][index]) for s in ("image", "text")),
+            mx.array(self.image_out[index]),
+            mx.array(self.text_out[index]),
+        )
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    layers: dict[str, AdaRoundLinear]
+    refs: list[LayerRef]
+    adaround_mse: float
+    rtn_mse: float
+    seconds: float
+    losses: list[float]
+
+
+def _forward(block: nn.Module, streams: dict, batch: tuple[mx.array, ...]):
+    image_in, text_in, mod_image, mod_text = batch[:4]
+    for stream, modulation in (("image", mod_image), ("text", mod_text)):
+        streams[stream]._modulation_params = {MODULATION_KEY: modulation[:, None, None, :]}
+    image, text = block(image_in[:, :, None, :], text_in[:, :, None, :], TIMESTEP_KEY)
+    return image[:, :, 0, :], None if text is None else text[:, :, 0, :]
+
+
+def _reconstruction(block, streams, batch, reduce: Callable) -> mx.array:
+    image, text = _forward(block, streams, batch)
+    loss = reduce(image - batch[4])
+    if text is not None and batch[5].shape[1] > 0:
+        loss = loss + reduce(text - batch[5])
+    return loss
+
+
+def _per_sample_sum(diff: mx.array) -> mx.array:
+    return mx.square(diff).sum(axis=(1, 2)).mean()
+
+
+def _mean(diff: mx.array) -> mx.array:
+    return mx.square(diff).mean()
+
+
+def block_mse(block, streams, data: BlockData, batch_size: int = 64) -> float:
+    """Output MSE (image + text) over every cached sample, in batches."""
+    total = 0.0
+    for start in range(0, len(data), batch_size):
+        index = np.arange(start, min(start + batch_size, len(data)))
+        loss = _reconstruction(block, streams, data.batch(index), _mean)
+        total += loss.item() * len(index)
+    return total / len(data)
+
+
+def _split(grads: dict, key: str) -> dict:
+    return tree_unflatten([(k, v) for k, v in tree_flatten(grads) if k.endswith(key)])
+
+
+def adaround_block(
+    mmdit: nn.Module,
+    block_name: str,
+    data: BlockData,
+    config: AdaRoundConfig,
+    compile_step: bool = True,
+    show_progress: bool = True,
+) -> BlockResult:
+    """Learn W4 rounding (+ activation scales) for one block; the model is restored after.
+
+    Returns the trained AdaRound layers (detached from the model) and both MSEs.
+    """
+    start = time.perf_counter()
+    block = get_block(mmdit, block_name)
+    streams = block_streams(mmdit, block_name)
+    refs = block_layers(mmdit, block_name)
+    saved_modulation = {s: getattr(sub, "_modulation_params", None) for s, sub in streams.items()}
+    layers = install_adaround(mmdit, refs, config.weight_config, config.bits_a)
+    try:
+        rng = np.random.RandomState(config.seed)
+        for layer in layers.values():  # activation scales: min-max over a few batches
+            layer.observe = True
+        for _ in range(4):
+            index = rng.randint(0, len(data), min(config.batch_size, len(data)))
+            mx.eval(_forward(block, streams, data.batch(index)))
+        for layer in layers.values():
+            layer.observe = False
+            layer.init_act_scale()
+        set_mode(layers, "rtn")
+        rtn_mse = block_mse(block, streams, data)
+        set_mode(layers, "soft")
+        losses = train_rounding(
+            block, streams, layers, data, config, rng, compile_step, show_progress, block_name
+        )
+        set_mode(layers, "hard")
+        adaround_mse = block_mse(block, streams, data)
+    finally:
+        restore_linears(mmdit, refs, layers)
+        for stream, sub in streams.items():
+            if saved_modulation[stream] is None:
+                sub.__dict__.pop("_modulation_params", None)
+            else:
+                sub._modulation_params = saved_modulation[stream]
+    return BlockResult(layers, refs, adaround_mse, rtn_mse, time.perf_counter() - start, losses)
+
+
+def set_mode(layers: dict[str, AdaRoundLinear], mode: str) -> None:
+    for layer in layers.values():
+        layer.mode = mode
+
+
+def make_train_step(block, streams, layers, config: AdaRoundConfig, compile_step: bool):
+    """One optimisation step; returns (step_fn, state) with `step_fn(batch, beta, reg_weight)`."""
+    schedule = optim.cosine_decay(config.lr_act, config.iters)
+    opt_v = optim.Adam(learning_rate=config.lr)
+    opt_act = optim.Adam(learning_rate=schedule)
+
+    def loss_fn(model, batch, beta, reg_weight):
+        rec = _reconstruction(model, streams, batch, _per_sample_sum)
+        reg = sum(rounding_regularizer(layer.v, beta) for layer in layers.values())
+        return rec + reg_weight * reg, rec
+
+    loss_and_grad = nn.value_and_grad(block, loss_fn)
+
+    def step(batch, beta, reg_weight):
+        (loss, rec), grads = loss_and_grad(block, batch, beta, reg_weight)
+        opt_v.update(block, _split(grads, "v"))
+        if config.bits_a:
+            opt_act.update(block, _split(grads, "act_scale"))
+        return loss, rec
+
+    state = [block.state, opt_v.state, opt_act.state]
+    return (mx.compile(step, inputs=state, outputs=state) if compile_step else step), state
+
+
+def train_rounding(
+    block, streams, layers, data, config, rng, compile_step=True, show_progress=True, name=""
+) -> list[float]:
+    schedule = RoundingSchedule(config.iters, config.warmup, config.beta_start, config.beta_end)
+    step_fn, state = make_train_step(block, streams, layers, config, compile_step)
+    batch_size = min(config.batch_size, len(data))
+    losses: list[float] = []
+    next_batch = data.batch(rng.randint(0, len(data), batch_size))
+    bar = progress(config.iters, f"adaround {name}", unit="it") if show_progress else None
+    for it in range(config.iters):
+        batch = next_batch
+        beta = mx.array(schedule.beta(it), dtype=mx.float32)
+        reg_weight = mx.array(config.reg_weight if schedule.regularizer_on(it) else 0.0)
+        loss, rec = step_fn(batch, beta, reg_weight)
+        mx.async_eval(loss, rec, state)
+        next_batch = data.batch(rng.randint(0, len(data), batch_size))  # while it runs
+        if it % 50 == 0 or it == config.iters - 1:
+            losses.append(rec.item())
+            if bar is not None:
+                bar.set_postfix(rec=f"{losses[-1]:.3g}", B=f"{schedule.beta(it):.1f}")
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    mx.eval(state)
+    return losses

@@ -106,6 +106,10 @@ def install_packed(
     The old float weights are dropped with the modules they belonged to.
     """
     refs = check_layer_map(mmdit, weights)
+    for ref in refs:  # stores keep only the quantized part; the additive bias is the model's
+        linear, layer = get_module(mmdit, ref.path), weights.layers[ref.name]
+        if "bias" in linear and "bias" not in layer:
+            layer.bias = linear.bias
     packed = {
         ref.name: PackedLinear.from_quantized(weights.layers[ref.name], scale_dtype) for ref in refs
     }

@@ -1,0 +1,1 @@
+"""taq-bench: performance benchmarks that print ratios."""

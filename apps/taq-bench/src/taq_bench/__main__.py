@@ -1,0 +1,5 @@
+import sys
+
+from taq_bench.cli import main
+
+sys.exit(main())

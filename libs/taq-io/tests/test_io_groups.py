@@ -33,7 +33,13 @@ calib_writer = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(calib_writer)
 
 BLOCKIO_SIZES = dict(
-    sample=2, image_token=4, text_token=3, text_out_token=3, hidden=8, image_modulation=48, text_modulation=48
+    sample=2,
+    image_token=4,
+    text_token=3,
+    text_out_token=3,
+    hidden=8,
+    image_modulation=48,
+    text_modulation=48,
 )
 
 

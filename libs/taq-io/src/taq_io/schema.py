@@ -177,14 +177,68 @@ ACTSTATS = GroupSpec(
     kind="actstats",
     version=1,
     command="taq-actstats collect",
-    doc="Placeholder: per layer x timestep x channel activation statistics (taq-actstats).",
+    doc=(
+        "Per image (one CFG-doubled batch per stored step), per quantizable layer, per step: "
+        "the input's per-channel min/max, a 256-bin histogram on edges fixed by image 0, and "
+        "scalar summaries. `taq-actstats analyze` averages over images."
+    ),
+    unit="image",
+    arrays={
+        "layer_names": _array("str", "layer", (None,), "taq layer name (mm0.image.attn.q_proj)"),
+        "in_features": _array("int32", "layer", (None,), "input width; channels beyond are NaN"),
+        "step_index": _array("int32", "step", (None,), "calib stored step of each step"),
+        "timesteps": _array("float32", "step", (None,), "timestep (sigma * 1000) of each step"),
+        "channel_min": _array(
+            "float32", "image layer step channel", (1, 1, None, None), "min over the batch"
+        ),
+        "channel_max": _array(
+            "float32", "image layer step channel", (1, 1, None, None), "max over the batch"
+        ),
+        "hist_edges": _array(
+            "float32", "image layer step edge", (1, None, None, None), "edges (image 0's)"
+        ),
+        "hist_counts": _array(
+            "int64", "image layer step bin", (1, None, None, None), "values per bin (clipped)"
+        ),
+        "absmax": _array("float32", "image layer step", (1, None, None), "max |x|"),
+        "p50": _array("float32", "image layer step", (1, None, None), "median |x|"),
+        "p99": _array("float32", "image layer step", (1, None, None), "99th percentile |x|"),
+        "p999": _array("float32", "image layer step", (1, None, None), "99.9th percentile |x|"),
+        "outlier_channels": _array(
+            "int32", "image layer step", (1, None, None), "channels with max|x| > 6 x median"
+        ),
+    },
 )
 
 QUANT_CONFIG = GroupSpec(
     kind="quant_config",
     version=1,
     command="taq-actstats analyze",
-    doc="Placeholder: per timestep -> layer bits, scale, shift, smoothing (taq-actstats).",
+    doc="Per timestep x layer activation quantizers: bits, scale, shift, SmoothQuant factors.",
+    arrays={
+        "layer_names": _array("str", "layer", (None,), "taq layer name"),
+        "in_features": _array("int32", "layer", (None,), "input width; channels beyond are NaN"),
+        "step_index": _array("int32", "step", (None,), "calib stored step of each row"),
+        "timesteps": _array("float32", "step", (None,), "timestep (sigma * 1000) of each row"),
+        "bits": _array("int32", "step layer", (None, None), "activation bits (4, 6 or 8)"),
+        "scale": _array("float32", "step layer", (None, None), "signed symmetric grid step"),
+        "post_gelu": _array("bool", "layer", (None,), "the layer is an mlp.fc2 (shifted input)"),
+        "shift": _array(
+            "float32", "step layer channel", (None, None, None), "subtracted first (fc2; else 0)"
+        ),
+        "smoothing": _array(
+            "float32", "layer channel", (None, None), "SmoothQuant s: x / s, W * s (1: none)"
+        ),
+        "absmax": _array("float32", "step layer", (None, None), "averaged max |x| (unshifted)"),
+        "quant_absmax": _array(
+            "float32", "step layer", (None, None), "max |x - shift| the grid covers"
+        ),
+        "sq_bits": _array("int32", "step layer", (None, None), "bits with SmoothQuant"),
+        "sq_scale": _array("float32", "step layer", (None, None), "grid step with SmoothQuant"),
+        "sq_absmax": _array(
+            "float32", "step layer", (None, None), "max |(x - shift) / s| with SmoothQuant"
+        ),
+    },
 )
 
 WEIGHT_ROLES = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")

@@ -15,7 +15,7 @@ import numpy as np
 
 from taq_infer.activations import ActivationQuant
 from taq_infer.model import ActivationPlan, InferenceError, WeightSet
-from taq_io import GROUPS, Store
+from taq_io import Store
 
 WEIGHT_METHODS = ("adaround", "rtn")
 _ROLE_PATH = {
@@ -26,11 +26,6 @@ _ROLE_PATH = {
     "fc1": "mlp.fc1",
     "fc2": "mlp.fc2",
 }
-
-
-def _kind_ready(kind: str) -> bool:
-    spec = GROUPS.get(kind)
-    return spec is not None and bool(spec.arrays)
 
 
 def has_quant_config(store: Store) -> bool:
@@ -80,11 +75,31 @@ def read_weight_set(store: Store, method: str) -> WeightSet:
     return WeightSet(method, bits, int(group_size), layers, static)
 
 
-def read_activation_plan(store: Store) -> ActivationPlan:
-    """Per calibrated step and layer activation quantizers from `quant_config`."""
+def read_activation_plan(store: Store, smoothquant: bool = False) -> ActivationPlan:
+    """Per calibrated step and layer activation quantizers from `quant_config`.
+
+    `smoothquant` picks the SmoothQuant variant (`sq_bits`/`sq_scale` and the per-channel
+    `smoothing`); without it the plain time-aware tiers (`bits`/`scale`), no smoothing.
+    """
     group = store.require_group("quant_config")
-    if not _kind_ready("quant_config"):
-        raise InferenceError(
-            f"this taq-io does not define the `quant_config` layout yet ({group.path})"
+    names = group.read("layer_names").tolist()
+    widths = group.read("in_features")
+    post_gelu = group.read("post_gelu")
+    bits = group.read("sq_bits" if smoothquant else "bits")
+    scale = group.read("sq_scale" if smoothquant else "scale")
+    shift, smoothing = group.read("shift"), group.read("smoothing")
+    layers = {}
+    for i, name in enumerate(names):
+        width = int(widths[i])
+        layer_smoothing = smoothing[i, :width] if smoothquant else None
+        if layer_smoothing is not None and np.all(layer_smoothing == 1.0):
+            layer_smoothing = None
+        layers[name] = ActivationQuant(
+            tuple(int(b) for b in bits[:, i]),
+            scale[:, i].astype(np.float32),
+            np.zeros(len(bits), np.float32),
+            True,
+            shift[:, i, :width].astype(np.float32) if post_gelu[i] else None,
+            layer_smoothing,
         )
-    raise InferenceError("quant_config layout not wired")  # pragma: no cover
+    return ActivationPlan(group.read("timesteps"), layers, smoothing=smoothquant)

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="when quant_config's timesteps differ from the schedule: use the nearest "
         "calibrated step, or the static scales (never chosen silently)",
     )
+    parser.add_argument(
+        "--smoothquant", action="store_true", help="--act timestep: the SmoothQuant variant"
+    )
     parser.add_argument("--compare", action="store_true", help="also run FP, side-by-side PNG")
     parser.add_argument("--diff-stats", action="store_true", help="MSE/PSNR/max abs vs FP")
     parser.add_argument(
@@ -108,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         act=args.act,
         act_fallback=args.act_fallback,
+        smoothquant=args.smoothquant,
         num_steps=args.steps or handle.default_steps,
         scale_dtype=args.scale_dtype,
         other_dtype=args.other_dtype,

@@ -59,6 +59,7 @@ def load_quantized(
     weights: str = "adaround",
     act: str = "timestep",
     act_fallback: Fallback | None = None,
+    smoothquant: bool = False,
     num_steps: int | None = None,
     scale_dtype: str | mx.Dtype | None = None,
     other_dtype: str | mx.Dtype | None = None,
@@ -79,7 +80,7 @@ def load_quantized(
         )
     weight_set = read_weight_set(store, weights)
     act = resolve_act(act, store, bool(weight_set.static_activations))
-    plan = read_activation_plan(store) if act == "timestep" else None
+    plan = read_activation_plan(store, smoothquant) if act == "timestep" else None
     names = [ref.name for ref in check_layer_map(handle.mmdit, weight_set)]
     check_activations(weight_set, plan, act, act_fallback, names)
     if plan is not None and num_steps is not None:

@@ -1,0 +1,1 @@
+"""taq-actstats: time-aware activation statistics, tiers and plots (TaQ-DiT)."""

@@ -1,0 +1,5 @@
+import sys
+
+from taq_actstats.cli import main
+
+sys.exit(main())

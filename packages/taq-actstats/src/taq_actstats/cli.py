@@ -1,0 +1,115 @@
+"""`taq-actstats`: collect activation statistics, analyze them into quant_config, plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from taq_model.cli_support import UsageError, run_cli
+from taq_model.runs import open_run
+
+from taq_actstats.analyze import AnalyzeConfig, analyze_stats
+from taq_actstats.collect import CollectConfig, collect_stats
+from taq_actstats.plots import plot_all
+from taq_actstats.tiers import TierRule
+from taq_io import Store, StoreError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taq-actstats", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    collect = sub.add_parser("collect", help="per layer x timestep x channel statistics")
+    collect.add_argument("--store", type=Path, required=True)
+    collect.add_argument("--num-images", type=int, default=None)
+    collect.add_argument("--stride", type=int, default=1)
+    collect.add_argument("--layers", default=None, help="glob(s), e.g. 'mm*.image.mlp.fc2'")
+    collect.add_argument("--local-ckpt", default=None)
+    collect.add_argument("--resume", action="store_true")
+    collect.add_argument("--overwrite", action="store_true")
+    analyze = sub.add_parser("analyze", help="statistics -> quant_config (A4/A6/A8 tiers)")
+    analyze.add_argument("--store", type=Path, required=True)
+    analyze.add_argument("--local-ckpt", default=None)
+    rule = TierRule()
+    for name, value in rule.to_json().items():
+        analyze.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
+    defaults = AnalyzeConfig()
+    analyze.add_argument("--smooth-alpha", type=float, default=defaults.smooth_alpha)
+    analyze.add_argument("--overwrite", action="store_true")
+    plot = sub.add_parser("plot", help="PNG plots of the statistics")
+    plot.add_argument("--store", type=Path, required=True)
+    plot.add_argument("--out", type=Path, default=None, help="default: STORE/../plots")
+    plot.add_argument("--quant-config", action="store_true", help="overlay the tiers")
+    return parser
+
+
+def _collect(args) -> int:
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: pick one")
+    store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
+    if any(g.spec.kind == "actstats" for g in store.groups()) and not (
+        args.resume or args.overwrite
+    ):
+        raise UsageError(f"{args.store} already has actstats: pass --resume or --overwrite")
+    start = time.perf_counter()
+    try:
+        group = collect_stats(
+            handle,
+            store,
+            CollectConfig(args.num_images, args.stride, args.layers),
+            overwrite=args.overwrite,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    sizes = group.sizes
+    print(
+        f"actstats: {sizes['image']} image(s) x {sizes['step']} step(s) x {sizes['layer']} "
+        f"layers in {time.perf_counter() - start:.1f}s -> {args.store}/actstats"
+    )
+    return 0
+
+
+def _analyze(args) -> int:
+    store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
+    names = TierRule().to_json()
+    rule = TierRule(**{k: getattr(args, k) for k in names})
+    analysis = analyze_stats(
+        handle, store, AnalyzeConfig(rule=rule, smooth_alpha=args.smooth_alpha), args.overwrite
+    )
+    print("\n".join(analysis.summary))
+    print(f"quant_config -> {args.store}/quant_config (activation quantization is simulated)")
+    return 0
+
+
+def _plot(args) -> int:
+    store = Store.open(args.store)
+    stats = store.require_group("actstats")
+    sigmas = stats.read("timesteps") / 1000.0
+    data = {
+        "names": stats.read("layer_names").tolist(),
+        "sigmas": sigmas,
+        "absmax": stats.read("absmax").mean(axis=0).T,  # (step, layer)
+        "channel_min": stats.read("channel_min").mean(axis=0),
+        "channel_max": stats.read("channel_max").mean(axis=0),
+        "hist_edges": stats.read("hist_edges")[0],
+        "hist_counts": stats.read("hist_counts").sum(axis=0),
+    }
+    quant = None
+    if args.quant_config:
+        group = store.require_group("quant_config")
+        quant = {k: group.read(k) for k in ("bits", "scale", "shift")}
+    out = args.out or Path(args.store).parent / "plots"
+    paths = plot_all(data, out, quant)
+    print(f"wrote {len(paths)} plots to {out}: " + ", ".join(p.name for p in paths))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"collect": _collect, "analyze": _analyze, "plot": _plot}
+    return run_cli(lambda: handlers[args.command](args), user_errors=(StoreError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Collect activation statistics of every quantizable linear's input, per timestep.
+
+TaQ-DiT (§3.3) observes that a diffusion transformer's activations change with the
+timestep, and that post-GELU inputs of `fc2` are asymmetric and drift. One calib image is
+one batch per stored step (the CFG-doubled batch: both halves are seen). For each
+(image, layer, step) we keep the per-channel min and max, a 256-bin histogram on edges fixed
+by image 0 (values outside are clipped into the end bins, so nothing is dropped) and scalar
+summaries. Averages over images and the momentum shift are computed by `analyze`. Hooks
+reduce inside the graph (an observer, nothing stored), so memory holds one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+
+from taq_model.cli_support import progress
+from taq_model.presets import ModelHandle
+from taq_model.runs import forward_calibration
+from taq_model.taxonomy import get_module, quantizable_layers
+
+import mlx.core as mx
+import numpy as np
+
+from taq_hooks import hook_layers
+from taq_io import StageGroup, Store
+
+PRODUCER = f"taq-actstats {version('taq-actstats')}"
+BINS = 256
+OUTLIER_FACTOR = 6.0
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    num_images: int | None = None  # None: every calib image
+    stride: int = 1
+    layers: str | None = None  # glob(s) over layer names; None: every quantizable linear
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _edges_for(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        high = low + 1e-6
+    return np.linspace(low, high, BINS + 1, dtype=np.float32)
+
+
+def histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts on fixed `edges`; values outside land in the first/last bin."""
+    index = np.searchsorted(edges, values, side="right") - 1
+    return np.bincount(np.clip(index, 0, BINS - 1), minlength=BINS).astype(np.int64)
+
+
+def layer_summary(x: np.ndarray, width: int) -> dict[str, np.ndarray]:
+    """Statistics of one layer input (any leading shape, channels last)."""
+    flat = x.reshape(-1, width)
+    channel_min, channel_max = flat.min(axis=0), flat.max(axis=0)
+    magnitude = np.abs(flat)
+    p50, p99, p999 = np.percentile(magnitude, [50, 99, 99.9])
+    channel_absmax = np.maximum(-channel_min, channel_max)
+    outliers = int((channel_absmax > OUTLIER_FACTOR * np.median(channel_absmax)).sum())
+    return {
+        "channel_min": channel_min,
+        "channel_max": channel_max,
+        "absmax": np.float32(channel_absmax.max()),
+        "p50": np.float32(p50),
+        "p99": np.float32(p99),
+        "p999": np.float32(p999),
+        "outlier_channels": np.int32(outliers),
+    }
+
+
+def collect_stats(
+    handle: ModelHandle, store: Store, config: CollectConfig, overwrite: bool = False
+) -> StageGroup:
+    calib = store.require_group("calib")
+    images = calib.sizes["image"] if config.num_images is None else config.num_images
+    if not 1 <= images <= calib.sizes["image"]:
+        raise ValueError(f"--num-images must be in 1..{calib.sizes['image']}")
+    if config.stride < 1:
+        raise ValueError(f"--stride must be at least 1, got {config.stride}")
+    refs = quantizable_layers(handle.mmdit, config.layers)
+    if not refs:
+        raise ValueError(f"--layers {config.layers!r} selects no quantizable layer")
+    widths = [get_module(handle.mmdit, r.path).weight.shape[1] for r in refs]
+    steps = list(range(0, calib.sizes["step"], config.stride))
+    channel = max(widths)
+    group = store.create_group(
+        "actstats",
+        producer=PRODUCER,
+        config=config.to_json(),
+        inputs={"calib": calib.identity()},
+        sizes={
+            "image": images,
+            "layer": len(refs),
+            "step": len(steps),
+            "channel": channel,
+            "bin": BINS,
+            "edge": BINS + 1,
+        },
+        constants={
+            "layer_names": [r.name for r in refs],
+            "in_features": np.array(widths, np.int32),
+            "step_index": np.array(steps, np.int32),
+            "timesteps": calib.read("timesteps")[steps],
+        },
+        overwrite=overwrite,
+    )
+    done = set(group.done_units().tolist())
+    edges = group.read("hist_edges", [0])[0] if 0 in done else None
+    names = [r.name for r in refs]
+    captured: dict[str, mx.array] = {}
+
+    def observe(name: str, x: mx.array, y) -> None:
+        captured[name] = x
+
+    with progress(images * len(steps), "actstats collect", unit="pass") as bar:
+        bar.update(len(done) * len(steps))
+        with hook_layers(handle.mmdit, ",".join(names), observer=observe):
+            for image in range(images):
+                if image in done:
+                    continue
+                unit = _empty_unit(len(refs), len(steps), channel)
+                forwards = forward_calibration(handle, calib, [image], steps)
+                for s, forward in enumerate(forwards):  # building `forward` filled `captured`
+                    mx.eval(forward.output, list(captured.values()))
+                    for li, name in enumerate(names):
+                        x = np.array(captured[name], dtype=np.float32)
+                        stats = layer_summary(x, widths[li])
+                        for key, value in stats.items():
+                            if key.startswith("channel_"):
+                                unit[key][li, s, : widths[li]] = value
+                            else:
+                                unit[key][li, s] = value
+                        if edges is None:
+                            unit["hist_edges"][li, s] = _edges_for(x)
+                        else:
+                            unit["hist_edges"][li, s] = edges[li, s]
+                        unit["hist_counts"][li, s] = histogram(
+                            x.reshape(-1), unit["hist_edges"][li, s]
+                        )
+                    captured.clear()
+                    bar.update(1)
+                if edges is None:
+                    edges = unit["hist_edges"].copy()
+                group.write_unit(image, unit)
+    group.mark_complete()
+    return group
+
+
+def _empty_unit(layers: int, steps: int, channel: int) -> dict[str, np.ndarray]:
+    nan = np.float32(np.nan)
+    return {
+        "channel_min": np.full((layers, steps, channel), nan, np.float32),
+        "channel_max": np.full((layers, steps, channel), nan, np.float32),
+        "hist_edges": np.zeros((layers, steps, BINS + 1), np.float32),
+        "hist_counts": np.zeros((layers, steps, BINS), np.int64),
+        "absmax": np.zeros((layers, steps), np.float32),
+        "p50": np.zeros((layers, steps), np.float32),
+        "p99": np.zeros((layers, steps), np.float32),
+        "p999": np.zeros((layers, steps), np.float32),
+        "outlier_channels": np.zeros((layers, steps), np.int32),
+    }

@@ -1,0 +1,95 @@
+"""collect -> analyze -> plot from the command line; resume after SIGKILL; refusals."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from taq_io import ModelIdentity, Store
+
+
+def one_line_error(out) -> str:
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_collect_analyze_plot(store_copy, cli, tmp_path):
+    out = cli("collect", "--store", store_copy)
+    assert out.returncode == 0, out.stderr
+    out = cli("analyze", "--store", store_copy)
+    assert out.returncode == 0, out.stderr
+    assert "A4" in out.stdout and "average" in out.stdout and "simulated" in out.stdout
+    config = Store.open(store_copy).require_group("quant_config")
+    bits = config.read("bits")
+    assert set(np.unique(bits)) <= {4, 6, 8} and bits.shape == (6, 45)
+    assert (config.read("scale") > 0).all()
+    assert config.meta.config["rule"]["gelu_a4"] == 5.0
+    out = cli("plot", "--store", store_copy, "--out", tmp_path / "plots", "--quant-config")
+    assert out.returncode == 0, out.stderr
+    pngs = sorted((tmp_path / "plots").glob("*.png"))
+    assert len(pngs) == 6
+    for png in pngs:
+        pixels = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
+        assert pixels.std() > 5, png.name  # not blank
+
+
+def test_sigkill_then_resume_is_identical(calib_store, cli, tmp_path):
+    import shutil
+
+    reference, killed = tmp_path / "ref.zarr", tmp_path / "killed.zarr"
+    shutil.copytree(calib_store, reference)
+    shutil.copytree(calib_store, killed)
+    assert cli("collect", "--store", reference).returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taq_actstats", "collect", "--store", str(killed)]
+    )
+    done = killed / "actstats" / "done" / "c"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (done.exists() and any(done.iterdir())):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert cli("collect", "--store", killed, "--resume").returncode == 0
+    a = Store.open(reference).require_group("actstats")
+    b = Store.open(killed).require_group("actstats")
+    for name in a.spec.unit_arrays():
+        np.testing.assert_array_equal(a.read(name), b.read(name), err_msg=name)
+
+
+def test_missing_calib_names_the_command(calib_store, cli, tmp_path):
+    bare = tmp_path / "bare.zarr"
+    Store.create(bare, Store.open(calib_store).model)
+    assert "taq-calib" in one_line_error(cli("collect", "--store", bare))
+    assert "taq-actstats collect" in one_line_error(cli("analyze", "--store", bare))
+
+
+def test_store_of_another_model_or_schema(cli, tmp_path):
+    other = tmp_path / "other.zarr"
+    Store.create(other, ModelIdentity("tiny-digits", "0123456789abcdef"))  # other weights
+    error = one_line_error(cli("collect", "--store", other))
+    assert "0123456789abcdef" in error and "taq-calib" in error
+    meta = other / "zarr.json"
+    record = json.loads(meta.read_text())
+    record["attributes"]["taq"]["schema_version"] = "7.0"
+    meta.write_text(json.dumps(record))
+    assert "7." in one_line_error(cli("collect", "--store", other))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--layers", "mm9.*"), "selects no quantizable layer"),
+        (("--num-images", "9"), "--num-images must be in 1..3"),
+        (("--resume", "--overwrite"), "exclude each other"),
+    ],
+    ids=["empty-layers", "too-many-images", "resume-overwrite"],
+)
+def test_bad_flags(store_copy, cli, args, message):
+    assert message in one_line_error(cli("collect", "--store", store_copy, *args))

@@ -1,0 +1,1 @@
+"""taq-pipeline: the `taq` command, calibration to report."""

@@ -1,0 +1,23 @@
+import os
+import subprocess
+import sys
+
+
+def taq(*args):
+    env = {**os.environ, "TAQ_NO_PROGRESS": "1"}
+    cmd = [sys.executable, "-m", "taq_pipeline", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
+def test_doctor_reports_environment_and_store_health(tmp_path):
+    out = taq("doctor")
+    assert out.returncode == 0 and "gemm fp32" in out.stdout and "blas" in out.stdout
+    missing = taq("doctor", "--store", tmp_path / "nope.zarr")
+    assert missing.returncode == 2 and "no store at" in missing.stderr
+
+
+def test_run_refuses_impossible_flags(tmp_path):
+    for flag in ("--num-images", "--eval-samples", "--num-steps"):
+        out = taq("run", "--store", tmp_path / "s.zarr", flag, "0")
+        assert out.returncode == 2, flag
+        assert len(out.stderr.strip().splitlines()) == 1 and "must be at least 1" in out.stderr

@@ -44,7 +44,7 @@ def test_existing_store_needs_resume_or_overwrite(calib_cli, tmp_path):
 
 
 def test_sigkill_then_resume_is_identical_to_uninterrupted(calib_cli, tmp_path):
-    args = ("--num-images", "8", "--num-steps", "30", "--prompts")
+    args = ("--num-images", "6", "--num-steps", "20", "--prompts")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("digit 3\ndigit 7\n")
     reference = tmp_path / "ref.zarr"
@@ -62,7 +62,7 @@ def test_sigkill_then_resume_is_identical_to_uninterrupted(calib_cli, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = Store.open(killed).groups()[0]
-    assert not partial.meta.complete and 0 < len(partial.done_units()) < 8
+    assert not partial.meta.complete and 0 < len(partial.done_units()) < 6
 
     resumed = calib_cli("--store", killed, *args, prompts, "--resume")
     assert resumed.returncode == 0, resumed.stderr

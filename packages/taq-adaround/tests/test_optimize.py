@@ -67,7 +67,7 @@ def test_kill_mid_block_then_resume(cached_store, tmp_path, cli):
         "--blocks",
         "mm0,mm1",
         "--iters",
-        "400",
+        "200",
         "--batch-size",
         "8",
     ]

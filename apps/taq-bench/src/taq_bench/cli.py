@@ -12,6 +12,7 @@ from taq_model.cli_support import run_cli
 import mlx.core as mx
 
 from taq_bench.adaround import SHAPES, bench_adaround, lines
+from taq_bench.suite import bench_blas, bench_storage
 
 
 def _adaround(args: argparse.Namespace) -> int:
@@ -24,6 +25,54 @@ def _adaround(args: argparse.Namespace) -> int:
     return 0
 
 
+def _blas(args: argparse.Namespace) -> int:
+    return _show({"blas": bench_blas()}, args.json)
+
+
+def _storage(args: argparse.Namespace) -> int:
+    return _show({"storage": bench_storage()}, args.json)
+
+
+def _all(args: argparse.Namespace) -> int:
+    ada = bench_adaround(["tiny-digits"])[0]
+    results = {
+        "blas": bench_blas(),
+        "storage": bench_storage(),
+        "adaround": ada.as_dict(),
+    }
+    return _show(results, args.json)
+
+
+def _show(results: dict, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"{'benchmark':<34}{'ours':>14}{'baseline':>14}{'ratio':>9}")
+    if "blas" in results:
+        b = results["blas"]
+        print(
+            f"{'fp32 GEMM GFLOP/s (' + b['blas'] + ' vs reference)':<34}"
+            f"{b['optimised_gflops']:>14.1f}{b['reference_gflops']:>14.1f}{b['ratio']:>8.1f}x"
+        )
+    if "storage" in results:
+        s = results["storage"]
+        print(
+            f"{'calib bytes/sample (zarr vs npz)':<34}{s['zarr_bytes_per_sample']:>14.0f}"
+            f"{s['npz_bytes_per_sample']:>14.0f}{s['ratio']:>8.2f}x"
+        )
+        print(
+            f"{'calib files (zarr vs npz)':<34}{s['zarr_files']:>14}{s['npz_files']:>14}"
+            f"{s['zarr_files'] / s['npz_files']:>8.2f}x"
+        )
+    if "adaround" in results:
+        a = results["adaround"]
+        print(
+            f"{'AdaRound it/s tiny (compiled/eager)':<34}{a['compiled_its']:>14.2f}"
+            f"{a['eager_its']:>14.2f}{a['ratio']:>8.2f}x"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taq-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     ada.add_argument("--json", action="store_true")
     ada.set_defaults(func=_adaround)
     sub.add_parser("infer", help="W4 vs FP32 sampling time and memory (see its --help)")
+    for name, func, text in (
+        ("blas", _blas, "optimised vs reference BLAS GEMM rate"),
+        ("storage", _storage, "calib bytes per sample: zarr vs one npz per (image, step)"),
+        ("all", _all, "every quick benchmark in one table (infer: run `taq-bench infer`)"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--json", action="store_true")
+        cmd.set_defaults(func=func)
     return parser
 
 

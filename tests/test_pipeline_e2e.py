@@ -1,4 +1,5 @@
-"""`taq run` end to end at minimal settings; rerun skips; killed runs finish identically."""
+"""`taq run` end to end at minimal settings: every variant in the report with finite numbers;
+a rerun rewrites nothing; changed flags are refused; a SIGKILLed run finishes identically."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 MINIMAL = ("--num-images", "2", "--num-steps", "4", "--iters", "20", "--eval-samples", "4")
 VARIANTS = [
@@ -18,52 +20,88 @@ VARIANTS = [
     "AdaRound W4 + time-aware A4/A6/A8",
     "+ SmoothQuant",
 ]
+ENV = {**os.environ, "TAQ_NO_PROGRESS": "1"}
 
 
-def taq(*args, **kwargs):
-    env = {**os.environ, "TAQ_NO_PROGRESS": "1"}
+def taq(*args):
     cmd = [sys.executable, "-m", "taq_pipeline", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, **kwargs)
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV)
 
 
 def report(store) -> dict:
     return json.loads((store.parent / f"{store.stem}-report" / "report.json").read_text())
 
 
-def test_run_writes_a_report_with_every_variant_then_skips(tmp_path):
-    store = tmp_path / "run.zarr"
-    first = taq("run", "--store", store, *MINIMAL)
-    assert first.returncode == 0, first.stderr
-    assert "report" in first.stdout.splitlines()[-1]
+def snapshot(*roots) -> dict:
+    return {
+        str(path): path.stat().st_mtime_ns
+        for root in roots
+        for path in root.rglob("*")
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One uninterrupted minimal run (the reference of the kill tests)."""
+    store = tmp_path_factory.mktemp("ref") / "run.zarr"
+    start = time.perf_counter()
+    out = taq("run", "--store", store, *MINIMAL)
+    assert out.returncode == 0, out.stderr
+    assert time.perf_counter() - start < 180
+    return store, out
+
+
+def test_run_writes_a_report_with_every_variant(finished):
+    store, out = finished
+    assert "report: " in out.stdout.splitlines()[-1] and "report.md" in out.stdout
     data = report(store)
     assert [v["name"] for v in data["variants"]] == VARIANTS
     for variant in data["variants"][1:]:
         for key in ("mse", "psnr_db", "accuracy", "frechet", "weight_bytes", "seconds"):
             assert np.isfinite(variant[key]), (variant["name"], key)
     assert data["variants"][1]["weight_bytes"] < 0.2 * data["variants"][0]["weight_bytes"]
+    assert [b["block"] for b in data["blocks"]] == ["mm0", "mm1", "mm2", "mm3"]
     md = (store.parent / "run-report" / "report.md").read_text()
     assert md.index("| variant |") < md.index("## AdaRound vs RTN per block")
-    assert "simulated" in md
-    second = taq("run", "--store", store, *MINIMAL)
-    assert second.returncode == 0
-    assert "== " not in second.stdout and "up to date" in second.stdout
+    assert "simulated" in md and "real" in md
+    for png in ("samples", "block_mse", "quality_vs_bits", "tiers"):
+        assert (store.parent / "run-report" / f"{png}.png").stat().st_size > 1000
 
 
-def test_killed_run_finishes_with_the_same_numbers(tmp_path):
-    reference = tmp_path / "ref.zarr"
-    assert taq("run", "--store", reference, *MINIMAL).returncode == 0
-    killed = tmp_path / "killed.zarr"
-    env = {**os.environ, "TAQ_NO_PROGRESS": "1"}
+def test_rerun_rewrites_nothing_and_changed_flags_are_refused(finished):
+    store, _ = finished
+    reports = store.parent / "run-report"
+    before = snapshot(store, reports)
+    again = taq("run", "--store", store, *MINIMAL)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("already complete, skipped") == 5
+    assert "report: up to date" in again.stdout
+    assert snapshot(store, reports) == before
+    changed = taq("run", "--store", store, *MINIMAL, "--iters", "21")
+    assert changed.returncode == 2
+    (line,) = changed.stderr.strip().splitlines()
+    assert "adaround optimize" in line and "iters=20 (now 21)" in line and "--overwrite" in line
+    assert snapshot(store, reports) == before
+
+
+@pytest.mark.parametrize(
+    "marker", ["weights", "run-report/eval.json"], ids=["during-optimize", "during-evaluate"]
+)
+def test_killed_run_finishes_with_the_same_numbers(finished, tmp_path, marker):
+    killed = tmp_path / "run.zarr"
     cmd = [sys.executable, "-m", "taq_pipeline", "run", "--store", str(killed), *MINIMAL]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watched = (killed if marker == "weights" else tmp_path) / marker
     deadline = time.time() + 120
-    while time.time() < deadline and not (killed / "weights").exists():
-        time.sleep(0.1)  # kill during adaround optimize
+    while time.time() < deadline and not watched.exists() and proc.poll() is None:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     resumed = taq("run", "--store", killed, *MINIMAL)
     assert resumed.returncode == 0, resumed.stderr
-    got, want = report(killed)["variants"], report(reference)["variants"]
+    assert "already complete, skipped" in resumed.stdout  # it resumed, not restarted
+    got, want = report(killed)["variants"], report(finished[0])["variants"]
     for a, b in zip(got, want, strict=True):
         assert a["name"] == b["name"]
         for key in ("mse", "psnr_db", "accuracy", "frechet", "weight_bytes", "act_bits"):

@@ -21,3 +21,21 @@ def test_run_refuses_impossible_flags(tmp_path):
         out = taq("run", "--store", tmp_path / "s.zarr", flag, "0")
         assert out.returncode == 2, flag
         assert len(out.stderr.strip().splitlines()) == 1 and "must be at least 1" in out.stderr
+
+
+def test_report_and_eval_refuse_a_store_without_their_inputs(tmp_path):
+    report = taq("report", "--store", tmp_path / "none.zarr")
+    assert report.returncode == 2 and len(report.stderr.strip().splitlines()) == 1
+    evaluation = taq("eval", "--store", tmp_path / "none.zarr")
+    assert evaluation.returncode == 2 and len(evaluation.stderr.strip().splitlines()) == 1
+
+
+def test_run_flags_mirror_the_config_fields():
+    from dataclasses import fields
+
+    from taq_pipeline.pipeline import RunConfig
+
+    out = taq("run", "--help")
+    assert out.returncode == 0
+    for item in fields(RunConfig):
+        assert f"--{item.name.replace('_', '-')}" in out.stdout, item.name

@@ -1,29 +1,61 @@
-"""`taq`: run the whole pipeline (`run`), evaluate + report (`eval`), check things (`doctor`)."""
+"""`taq`: the whole pipeline (`run`), evaluation (`eval`), the report (`report`), `doctor`.
+
+`taq run` = calib -> adaround (cache, optimize) -> actstats (collect, analyze) -> eval ->
+report, into one store; complete stages are skipped, partial ones resumed, stale ones refused.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import fields
 from pathlib import Path
 
 from taq_model.cli_support import UsageError, run_cli
 from taq_model.doctor import environment_report
-from taq_model.presets import load_preset
+from taq_model.runs import open_run
 
-from taq_io import Store, StoreError, describe
-from taq_pipeline.evaluate import evaluate
+from taq_io import StaleGroupError, Store, StoreError, describe
+from taq_pipeline.evaluate import VARIANTS, EvalConfig, evaluate, load_eval, read_results
 from taq_pipeline.pipeline import RunConfig, report_dir, run_stages
-from taq_pipeline.report import write_report
+from taq_pipeline.report import NOTE, record_timings, write_report
+
+EVAL_FILE = "eval.json"
+HELP = {
+    "store": "the run's zarr store (created if absent)",
+    "model": "model preset: tiny-digits, sd3-medium-random or sd3-medium",
+    "local_ckpt": "sd3-medium: DiffusionKit MLX checkpoint (.safetensors) on disk",
+    "prompts": "text file, one prompt a line (default: the preset's prompts)",
+    "num_images": "calibration images (trajectories)",
+    "num_steps": "Euler steps of calibration and evaluation (default: the preset's)",
+    "cfg": "classifier-free guidance scale (default: the preset's)",
+    "cache_stride": "AdaRound block I/O: every k-th calibration step",
+    "iters": "AdaRound iterations per block",
+    "batch_size": "AdaRound batch size",
+    "bits_w": "weight bits (2-8)",
+    "bits_a": "static activation bits learned with AdaRound (0: none)",
+    "group_size": "weight quantization group size",
+    "gelu_a4": "tier rule: post-GELU (fc2) input absmax below this -> A4",
+    "gelu_a6": "tier rule: post-GELU input absmax below this -> A6, else A8",
+    "other_a4": "tier rule: other layers' input absmax below this -> A4",
+    "other_a6": "tier rule: other layers' input absmax below this -> A6, else A8",
+    "eval_samples": "evaluation samples per variant (fixed prompts and seeds)",
+    "seed": "seed of calibration, AdaRound and evaluation",
+    "overwrite": "recompute stale stages (changed flags or inputs) instead of refusing",
+}
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     for item in fields(RunConfig):
-        default = item.default
-        kind = {"int | None": int, "float | None": float}.get(str(item.type), type(default))
-        parser.add_argument(f"--{item.name.replace('_', '-')}", type=kind, default=default)
+        flag, text = f"--{item.name.replace('_', '-')}", HELP[item.name]
+        if item.type == "bool":
+            parser.add_argument(flag, action="store_true", help=text)
+            continue
+        kind = {"int | None": int, "float | None": float, "str | None": str}.get(
+            str(item.type), type(item.default)
+        )
+        parser.add_argument(flag, type=kind, default=item.default, help=f"{text} [{item.default}]")
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
@@ -33,35 +65,111 @@ def _config(args: argparse.Namespace) -> RunConfig:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     if config.num_steps is not None and config.num_steps < 1:
         raise UsageError("--num-steps must be at least 1")
+    if not 2 <= config.bits_w <= 8:
+        raise UsageError(f"--bits-w must be in 2..8, got {config.bits_w}")
+    if config.cache_stride > (config.num_steps or config.cache_stride):
+        raise UsageError(f"--cache-stride must be at most --num-steps ({config.num_steps})")
     return config
 
 
-def _evaluate_and_report(config: RunConfig, store: Store, timings) -> Path:
-    handle = load_preset(config.model)
-    out = report_dir(config.store)
-    previous = out / "report.json"
-    if previous.exists() and json.loads(previous.read_text()).get("config") == config.to_json():
-        print(f"report is up to date: {out / 'report.md'}")
-        return out / "report.md"
-    steps = config.num_steps or handle.default_steps
-    cfg = handle.default_cfg if config.cfg is None else config.cfg
+def _eval_config(store: Store, samples: int, seed: int, local_ckpt: str | None) -> EvalConfig:
+    calib = store.require_group("calib").meta.config  # evaluate on the calibrated schedule
+    return EvalConfig(
+        store.model.preset, samples, calib["num_steps"], calib["cfg"], seed, local_ckpt
+    )
+
+
+def _evaluate_and_report(store: Store, config: EvalConfig, run_config: dict, log=print) -> Path:
+    out = report_dir(store.path)
     print("== evaluate (packed W4 weights are real; activation quantization is simulated)")
-    start = time.perf_counter()
-    results = evaluate(store, config.model, config.eval_samples, steps, cfg, config.seed)
-    timings.append(type(timings[0])("evaluate", time.perf_counter() - start, False))
-    return write_report(store, out, results, timings, config.to_json())
+    before = load_eval(out / EVAL_FILE)
+    results = evaluate(store, config, out / EVAL_FILE, log=log)
+    record = load_eval(out / EVAL_FILE)
+    previous = out / "report.json"
+    if before == record and previous.exists():
+        report = json.loads(previous.read_text())
+        same = report.get("eval", {}).get("inputs") == record["inputs"]
+        if same and report.get("eval", {}).get("config_hash") == record["config_hash"]:
+            print("== report: up to date, skipped")
+            return out / "report.md"
+    print("== report")
+    return write_report(store, out, results, record, run_config)
 
 
 def _run(args: argparse.Namespace) -> int:
     config = _config(args)
     start = time.perf_counter()
-    store, timings = run_stages(config)
-    report = _evaluate_and_report(config, store, timings)
-    print(
-        f"taq run finished in {time.perf_counter() - start:.0f}s: store {config.store}, "
-        f"report {report}"
-    )
+    store, handle, timings = run_stages(config)
+    record_timings(report_dir(config.store), timings)
+    eval_config = _eval_config(store, config.eval_samples, config.seed, config.local_ckpt)
+    report = _evaluate_and_report(store, eval_config, config.to_json())
+    print(f"\ntaq run finished in {time.perf_counter() - start:.0f}s")
+    print(f"{'stage':<20}{'how':<18}{'seconds':>8}  written to {config.store}")
+    for t in timings:
+        print(f"{t.name:<20}{t.outcome:<18}{t.seconds:>8.1f}  {', '.join(t.groups)}")
+    print(f"evaluation: {report.parent / EVAL_FILE}")
+    print(f"report: {report} (+ report.json, samples.png, block_mse.png, quality_vs_bits.png)")
     return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    if args.eval_samples < 1:
+        raise UsageError("--eval-samples must be at least 1")
+    store, _ = open_run(args.store, mode="r", local_ckpt=args.local_ckpt)
+    config = _eval_config(store, args.eval_samples, args.seed, args.local_ckpt)
+    results = evaluate(store, config, report_dir(store.path) / EVAL_FILE)
+    print(NOTE)
+    for r in results:
+        print(f"{r.name:<36} PSNR {r.psnr_db:6.2f} dB  accuracy {r.accuracy}")
+    print(f"evaluation: {report_dir(store.path) / EVAL_FILE}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    store = Store.open(args.store, mode="r")
+    out = report_dir(store.path)
+    results = read_results(out / EVAL_FILE)
+    if results is None:
+        raise UsageError(f"no finished evaluation in {out}: run `taq eval --store {args.store}`")
+    record = load_eval(out / EVAL_FILE)
+    identities = {}
+    for path in record["inputs"]:
+        kind, _, name = path.partition("/")
+        identities[path] = store.require_group(kind, name or None).identity()
+    if identities != record["inputs"]:
+        raise UsageError(
+            f"{out / EVAL_FILE} was made from other artifacts than {args.store} holds now: "
+            f"run `taq eval --store {args.store}`"
+        )
+    previous = out / "report.json"
+    config = json.loads(previous.read_text())["config"] if previous.exists() else {"seed": 0}
+    print(f"report: {write_report(store, out, results, record, config)}")
+    return 0
+
+
+def store_health(path: str) -> list[str]:
+    """Each group complete / partial / stale, plus the evaluation and report files."""
+    status = describe(path)
+    store = Store.open(path, mode="r")
+    lines = [f"{status.path}: schema {status.schema_version}, model {status.model}"]
+    for group in status.groups:
+        text = str(group)
+        if group.complete:
+            kind, _, name = group.path.partition("/")
+            try:
+                store.require_group(kind, name or None)
+            except StaleGroupError as error:
+                text = text.replace("complete", "STALE", 1) + f" ({error})"
+        lines.append(f"  {text}")
+    if not status.groups:
+        lines.append("  no groups yet: run `taq run`")
+    out = report_dir(path)
+    record = load_eval(out / EVAL_FILE)
+    done = len(record["variants"]) if record else 0
+    lines.append(f"  eval: {done}/{len(VARIANTS)} variants in {out / EVAL_FILE}")
+    report = out / "report.md"
+    lines.append(f"  report: {report if report.exists() else 'not written yet'}")
+    return lines
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -69,7 +177,7 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.store:
         if not Path(args.store).exists():
             raise UsageError(f"no store at {args.store}")
-        print(describe(args.store))
+        print("\n".join(store_health(args.store)))
     return 0
 
 
@@ -79,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="calib -> adaround + actstats -> evaluation -> report")
     _add_run_flags(run)
     run.set_defaults(func=_run)
+    ev = sub.add_parser("eval", help="evaluate every variant of a finished store (eval.json)")
+    ev.add_argument("--store", default=RunConfig.store)
+    ev.add_argument("--eval-samples", type=int, default=RunConfig.eval_samples)
+    ev.add_argument("--seed", type=int, default=RunConfig.seed)
+    ev.add_argument("--local-ckpt", default=None)
+    ev.set_defaults(func=_eval)
+    report = sub.add_parser("report", help="write report.md/json and plots from eval.json")
+    report.add_argument("--store", default=RunConfig.store)
+    report.set_defaults(func=_report)
     doctor = sub.add_parser("doctor", help="device, BLAS, versions, store health")
     doctor.add_argument("--store", default=None)
     doctor.set_defaults(func=_doctor)
@@ -87,8 +204,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: args.func(args), user_errors=(StoreError,))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_cli(lambda: args.func(args), user_errors=(StoreError, ValueError))

@@ -1,19 +1,27 @@
-"""Evaluate every variant against the FP model on fixed prompts and seeds.
+"""Evaluate every variant against the FP model on fixed prompts and seeds (`eval.json`).
 
 Variants: FP | RTN W4 | AdaRound W4 | AdaRound W4A8 (static, learned scales) | AdaRound W4 +
 time-aware A4/A6/A8 | + SmoothQuant. Per variant: MSE and PSNR of the final images vs FP; on
 tiny-digits the digit classifier's accuracy and a Fréchet distance of its features vs the
 real digits; resident weight bytes of the quantized layers; wall time; average activation
 bits. Packed 4-bit weights are real; activation quantization is simulated (fake-quant).
+
+Results go to `eval.json` next to the report, one variant at a time (written atomically),
+with the identities of the store groups they came from: a killed evaluation resumes at the
+first variant not written, and changed artifacts invalidate the file.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from taq_model import digit_classifier
+from taq_model.cli_support import progress
 from taq_model.digits import load_digit_images
 from taq_model.presets import load_preset
 from taq_model.taxonomy import get_module, quantizable_layers
@@ -21,7 +29,7 @@ from taq_model.taxonomy import get_module, quantizable_layers
 import numpy as np
 
 from taq_infer import load_quantized
-from taq_io import Store
+from taq_io import Store, config_hash
 
 VARIANTS = (
     ("FP", None),
@@ -31,6 +39,24 @@ VARIANTS = (
     ("AdaRound W4 + time-aware A4/A6/A8", {"weights": "adaround", "act": "timestep"}),
     ("+ SmoothQuant", {"weights": "adaround", "act": "timestep", "smoothquant": True}),
 )
+INPUTS = (("weights", "rtn"), ("weights", "adaround"), ("quant_config", None))
+EVAL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    model: str
+    samples: int
+    num_steps: int
+    cfg: float
+    seed: int
+    local_ckpt: str | None = None
+    version: int = EVAL_VERSION
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.pop("local_ckpt")  # where the checkpoint lies does not change the numbers
+        return data
 
 
 @dataclass(frozen=True)
@@ -68,49 +94,104 @@ def _act_bits(store: Store, options: dict | None) -> float | None:
     return float(store.require_group("quant_config").read(table).mean())
 
 
-def evaluate(store: Store, model: str, samples: int, num_steps: int, cfg: float, seed: int):
-    """Rows of every variant, FP first (the reference)."""
-    handle = load_preset(model)
-    prompts = [handle.default_prompts[i % len(handle.default_prompts)] for i in range(samples)]
-    seeds = [seed + 1000 + i for i in range(samples)]  # not the calibration seeds
-    digits = model == "tiny-digits"
+def input_identities(store: Store) -> dict[str, str]:
+    """The identities of the groups the evaluation reads (refuses missing or stale ones)."""
+    return {
+        kind + (f"/{name}" if name else ""): store.require_group(kind, name).identity()
+        for kind, name in INPUTS
+    }
+
+
+def _psnr(mse: float) -> float:
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(data))
+    os.replace(partial, path)  # a kill leaves the old file or the new one, never half
+
+
+def load_eval(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[VariantResult]:
+    """Every variant's row, FP first (the reference); resumes from `path`, then writes it."""
+    record = {
+        "config": config.to_json(),
+        "config_hash": config_hash(config.to_json()),
+        "inputs": input_identities(store),
+        "variants": {},
+    }
+    previous = load_eval(path)
+    if previous and all(previous.get(k) == record[k] for k in ("config_hash", "inputs")):
+        record["variants"] = previous["variants"]
+    elif previous:
+        log("   eval.json came from other artifacts or settings: evaluating again")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = load_preset(config.model, local_ckpt=config.local_ckpt)
+    prompts = [
+        handle.default_prompts[i % len(handle.default_prompts)] for i in range(config.samples)
+    ]
+    seeds = [config.seed + 1000 + i for i in range(config.samples)]  # not the calib seeds
+    digits = config.model == "tiny-digits"
     labels = np.array([int(p.split()[-1]) for p in prompts]) if digits else None
     real_features = digit_classifier.features(load_digit_images()[0]) if digits else None
-    results, reference = [], None
+    reference = None
+    done = sum(name in record["variants"] for name, _ in VARIANTS)
+    bar = progress(len(VARIANTS), "evaluate", unit="variant", initial=done)
     for name, options in VARIANTS:
-        handle = load_preset(model)
+        if name in record["variants"]:
+            if reference is None:
+                reference = np.array(record["variants"][name]["images"], dtype=np.float64)
+            continue
+        bar.set_postfix_str(name)
+        handle = load_preset(config.model, local_ckpt=config.local_ckpt)
         start = time.perf_counter()
         if options is None:
-            latents = handle.generate(prompts, seeds, num_steps, cfg)
+            latents = handle.generate(prompts, seeds, config.num_steps, config.cfg)
             weight_bytes = _fp_layer_bytes(handle)
         else:
-            quantized = load_quantized(handle, store, num_steps=num_steps, **options)
-            latents = quantized.generate(prompts, seeds, num_steps, cfg)
-            weight_bytes = quantized.layer_bytes()
-        seconds = time.perf_counter() - start
+            model = load_quantized(handle, store, num_steps=config.num_steps, **options)
+            latents = model.generate(prompts, seeds, config.num_steps, config.cfg)
+            weight_bytes = model.layer_bytes()
         latents = np.array(latents, dtype=np.float32)
+        seconds = time.perf_counter() - start
         images = handle.to_images(latents)
         if reference is None:
             reference = images.astype(np.float64)
         mse = float(np.mean((images.astype(np.float64) - reference) ** 2))
-        psnr = math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
         accuracy = frechet = None
         if digits:
             accuracy = float((digit_classifier.predict(latents) == labels).mean())
             features = digit_classifier.features(latents)
-            frechet = digit_classifier.frechet_distance(features, real_features)
-        results.append(
-            VariantResult(
-                name,
-                mse,
-                psnr,
-                accuracy,
-                frechet,
-                weight_bytes,
-                seconds,
-                _act_bits(store, options),
-                images.tolist(),
-            )
+            frechet = float(digit_classifier.frechet_distance(features, real_features))
+        result = VariantResult(
+            name,
+            mse,
+            _psnr(mse),
+            accuracy,
+            frechet,
+            int(weight_bytes),
+            seconds,
+            _act_bits(store, options),
+            images.tolist(),
         )
-        print(f"   {name}: PSNR {psnr:.2f} dB, {seconds:.1f}s", flush=True)
-    return results
+        record["variants"][name] = asdict(result)
+        _write_json(path, record)
+        bar.update()
+        log(f"   {name}: PSNR {result.psnr_db:.2f} dB, {seconds:.1f}s")
+    bar.close()
+    return [VariantResult(**record["variants"][name]) for name, _ in VARIANTS]
+
+
+def read_results(path: Path) -> list[VariantResult] | None:
+    """The variants of a finished `eval.json`, or None when it is absent or partial."""
+    record = load_eval(path)
+    if not record or any(name not in record["variants"] for name, _ in VARIANTS):
+        return None
+    return [VariantResult(**record["variants"][name]) for name, _ in VARIANTS]

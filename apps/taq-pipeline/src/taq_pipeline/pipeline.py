@@ -1,94 +1,259 @@
-"""`taq run`: every stage into one store, each resumed if partial and skipped if complete.
+"""`taq run`'s artifact stages: each resumed if partial, skipped if complete, refused if stale.
 
-calib -> (adaround cache -> optimize) and (actstats collect -> analyze) -> evaluation ->
-report. Stages call each package's library entry point; taq-io's groups make resuming
-uniform (a group created again with the same config continues where it stopped) and
-refuse stale inputs with a message naming the command to rerun.
+calib -> (adaround cache -> optimize) and (actstats collect -> analyze). A stage is a list of
+store groups plus the config each of them must record; its state is read from the store
+alone (missing / partial / complete / stale), so resuming after a kill and refusing changed
+inputs work the same way for every stage. Each stage calls its package's library entry
+point; taq-io's `create_group` resumes a group created again with the same config.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from taq_model.presets import ModelHandle, load_preset
+from taq_model.taxonomy import block_names
 
 from taq_actstats.analyze import AnalyzeConfig, analyze_stats
 from taq_actstats.collect import CollectConfig, collect_stats
+from taq_actstats.tiers import TierRule
 from taq_adaround.blockio import CacheConfig, cache_block_io
 from taq_adaround.optimize import optimize_blocks
 from taq_adaround.reconstruct import AdaRoundConfig
 from taq_calib import CalibConfig, calibrate
-from taq_io import Store
+from taq_io import StageGroup, StaleGroupError, Store, StoreError, config_hash
+
+MISSING, PARTIAL, COMPLETE, STALE = "missing", "partial", "complete", "stale"
 
 
 @dataclass(frozen=True)
 class RunConfig:
+    """Every `taq run` flag (one field each). Defaults: tiny-digits in ~10 min on 2 cores."""
+
     store: str = "runs/tiny-digits.zarr"
     model: str = "tiny-digits"
+    local_ckpt: str | None = None  # sd3-medium: a DiffusionKit MLX checkpoint on disk
+    prompts: str | None = None  # a file, one prompt a line; None: the preset's prompts
     num_images: int = 10
-    num_steps: int | None = None  # None: the preset's default
-    cfg: float | None = None
+    num_steps: int | None = None  # None: the preset's default (30 for tiny-digits)
+    cfg: float | None = None  # None: the preset's default
     cache_stride: int = 3
     iters: int = 500
     batch_size: int = 16
     bits_w: int = 4
+    bits_a: int = 8
     group_size: int = 64
+    gelu_a4: float = TierRule.gelu_a4  # TaQ-DiT's thresholds (taq-actstats' defaults)
+    gelu_a6: float = TierRule.gelu_a6
+    other_a4: float = TierRule.other_a4
+    other_a6: float = TierRule.other_a6
     eval_samples: int = 20
     seed: int = 0
+    overwrite: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @property
+    def tier_rule(self) -> TierRule:
+        return TierRule(self.gelu_a4, self.gelu_a6, self.other_a4, self.other_a6)
+
+
+@dataclass(frozen=True)
+class StageState:
+    state: str  # MISSING | PARTIAL | COMPLETE | STALE
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One artifact stage: the groups it writes, the config each must record, how to run it."""
+
+    name: str
+    command: str  # the stage's own command, to run it alone
+    configs: dict[str, dict]  # group path -> the config it must record
+    execute: Callable[[bool], object]  # overwrite -> run (resumes when False)
+
+    def state(self, store: Store) -> StageState:
+        found = {g.path: g for g in store.groups()}
+        states = [_group_state(store, found.get(p), p, c) for p, c in self.configs.items()]
+        for wanted in (STALE, PARTIAL):
+            hits = [s for s in states if s.state == wanted]
+            if hits:
+                return hits[0]
+        if all(s.state == MISSING for s in states):
+            return StageState(MISSING)
+        if any(s.state == MISSING for s in states):
+            return StageState(PARTIAL, "some groups not written yet")
+        return StageState(COMPLETE)
+
+    def is_complete(self, store: Store) -> bool:
+        return self.state(store).state == COMPLETE
+
+    def run(self, overwrite: bool = False) -> None:
+        self.execute(overwrite)
+
+
+def _changed_fields(recorded: dict, wanted: dict) -> str:
+    keys = sorted(set(recorded) | set(wanted))
+    diffs = [
+        f"{k}={recorded.get(k)!r} (now {wanted.get(k)!r})"
+        for k in keys
+        if _canon(recorded.get(k)) != _canon(wanted.get(k))
+    ]
+    return ", ".join(diffs) or "a different config"
+
+
+def _canon(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _group_state(store: Store, group: StageGroup | None, path: str, wanted: dict) -> StageState:
+    if group is None:
+        return StageState(MISSING)
+    if group.meta.config_hash != config_hash(wanted):
+        return StageState(
+            STALE, f"`{path}` was made with {_changed_fields(group.meta.config, wanted)}"
+        )
+    changed = _changed_input(store, group)
+    if changed:
+        return StageState(STALE, f"`{path}` was made from an earlier {changed}")
+    if not group.meta.complete:
+        done = int(group.done_mask().sum())
+        return StageState(PARTIAL, f"`{path}` {done}/{group.total_units} {group.spec.unit}s done")
+    return StageState(COMPLETE)
+
+
+def _changed_input(store: Store, group: StageGroup) -> str | None:
+    """The input group that changed (or went missing) since `group` was made from it."""
+    current = {g.path: g for g in store.groups()}
+    for path, recorded in group.meta.inputs.items():
+        source = current.get(path)
+        if source is None or not source.meta.complete or source.identity() != recorded:
+            return f"`{path}`"
+    if group.meta.complete:
+        kind, _, name = group.path.partition("/")
+        try:
+            store.require_group(kind, name or None)
+        except StaleGroupError:
+            return "input"
+    return None
+
+
+def _prompts(config: RunConfig, handle: ModelHandle) -> tuple[str, ...]:
+    if config.prompts is None:
+        return tuple(handle.default_prompts)
+    path = Path(config.prompts)
+    if not path.is_file():
+        raise StoreError(f"no prompts file at {path}: give a text file with one prompt a line")
+    prompts = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if not prompts:
+        raise StoreError(f"{path} holds no prompts: write one prompt a line")
+    return prompts
+
+
+def build_stages(config: RunConfig, handle: ModelHandle, store: Store) -> list[Stage]:
+    """The artifact stages in order, bound to `handle`, `store` and `config`."""
+    steps = config.num_steps or handle.default_steps
+    cfg = handle.default_cfg if config.cfg is None else config.cfg
+    calib = CalibConfig(
+        config.model, _prompts(config, handle), config.num_images, steps, cfg, config.seed
+    )
+    cache = CacheConfig(stride=config.cache_stride)
+    blocks = block_names(handle.mmdit)
+    ada = AdaRoundConfig(
+        iters=config.iters,
+        batch_size=config.batch_size,
+        bits_w=config.bits_w,
+        bits_a=config.bits_a,
+        group_size=config.group_size,
+        seed=config.seed,
+    )
+    weights = {**asdict(ada), "blocks": blocks, "format": "mlx_affine"}
+    collect, analyze = CollectConfig(), AnalyzeConfig(rule=config.tier_rule)
+    return [
+        Stage(
+            "calib",
+            "taq-calib",
+            {"calib": calib.to_json()},
+            lambda o: calibrate(handle, store, calib, overwrite=o),
+        ),
+        Stage(
+            "adaround cache",
+            "taq-adaround cache",
+            {f"blockio/{b}": cache.to_json() for b in blocks},
+            lambda o: cache_block_io(handle, store, cache, overwrite=o),
+        ),
+        Stage(
+            "adaround optimize",
+            "taq-adaround optimize",
+            {f"weights/{m}": {**weights, "method": m} for m in ("rtn", "adaround")},
+            lambda o: optimize_blocks(handle, store, ada, overwrite=o),
+        ),
+        Stage(
+            "actstats collect",
+            "taq-actstats collect",
+            {"actstats": collect.to_json()},
+            lambda o: collect_stats(handle, store, collect, overwrite=o),
+        ),
+        Stage(
+            "actstats analyze",
+            "taq-actstats analyze",
+            {"quant_config": analyze.to_json()},
+            lambda o: analyze_stats(handle, store, analyze, overwrite=o),
+        ),
+    ]
 
 
 @dataclass
 class StageTiming:
     name: str
     seconds: float
-    skipped: bool
+    outcome: str  # "computed", "resumed", "recomputed" or "already complete"
+    groups: list[str] = field(default_factory=list)
 
 
-def _complete(store: Store, path: str) -> bool:
-    return any(g.path == path and g.meta.complete for g in store.groups())
+class StaleStageError(StoreError):
+    """A complete or partial stage whose config or inputs differ from what the run asks."""
 
 
-def run_stages(config: RunConfig, handle: ModelHandle | None = None) -> tuple[Store, list]:
-    """Run (or finish) every artifact stage; returns the store and per-stage timings."""
-    handle = handle or load_preset(config.model)
-    store = Store.open_or_create(config.store, handle.identity)
-    steps = config.num_steps or handle.default_steps
-    cfg = handle.default_cfg if config.cfg is None else config.cfg
-    prompts = tuple(handle.default_prompts)
-    calib = CalibConfig(config.model, prompts, config.num_images, steps, cfg, config.seed)
-    ada = AdaRoundConfig(
-        iters=config.iters,
-        batch_size=config.batch_size,
-        bits_w=config.bits_w,
-        group_size=config.group_size,
-        seed=config.seed,
-    )
-    stages: list[tuple[str, str, Callable[[], object]]] = [
-        ("calib", "calib", lambda: calibrate(handle, store, calib)),
-        (
-            "adaround cache",
-            "blockio/mm0",
-            lambda: cache_block_io(handle, store, CacheConfig(stride=config.cache_stride)),
-        ),
-        ("adaround optimize", "weights/adaround", lambda: optimize_blocks(handle, store, ada)),
-        ("actstats collect", "actstats", lambda: collect_stats(handle, store, CollectConfig())),
-        ("actstats analyze", "quant_config", lambda: analyze_stats(handle, store, AnalyzeConfig())),
-    ]
+def open_store(config: RunConfig) -> tuple[Store, ModelHandle]:
+    handle = load_preset(config.model, local_ckpt=config.local_ckpt)
+    return Store.open_or_create(config.store, handle.identity), handle
+
+
+def run_stages(
+    config: RunConfig, log: Callable[[str], None] = print
+) -> tuple[Store, ModelHandle, list[StageTiming]]:
+    """Run (or finish) every artifact stage; returns the store, model and per-stage timings.
+
+    A stale stage (made with other flags, or from inputs that changed since) is refused
+    unless `config.overwrite`, which recomputes it and, through their inputs, the stages
+    after it.
+    """
+    store, handle = open_store(config)
     timings = []
-    for name, path, run in stages:
+    for stage in build_stages(config, handle, store):
+        state = stage.state(store)
+        if state.state == STALE and not config.overwrite:
+            raise StaleStageError(
+                f"{stage.name} in {config.store} is stale: {state.detail}; rerun with "
+                "--overwrite to recompute it and the stages after it, or pass another --store"
+            )
+        groups = list(stage.configs)
+        if state.state == COMPLETE:
+            log(f"== {stage.name}: already complete, skipped")
+            timings.append(StageTiming(stage.name, 0.0, "already complete", groups))
+            continue
+        outcome = {MISSING: "computed", PARTIAL: "resumed", STALE: "recomputed"}[state.state]
+        log(f"== {stage.name}" + (f" ({outcome}: {state.detail})" if state.detail else ""))
         start = time.perf_counter()
-        skipped = _complete(store, path)
-        if not skipped:
-            print(f"== {name}", flush=True)
-            run()
-        timings.append(StageTiming(name, time.perf_counter() - start, skipped))
-    return store, timings
+        stage.run(overwrite=state.state == STALE)
+        timings.append(StageTiming(stage.name, time.perf_counter() - start, outcome, groups))
+    return store, handle, timings
 
 
 def report_dir(store_path: str | Path) -> Path:

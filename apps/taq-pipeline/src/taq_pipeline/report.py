@@ -1,16 +1,21 @@
-"""`report.md` (variant table first), `report.json` (every number) and PNG plots."""
+"""`report.md` (variant table first), `report.json` (every number) and PNG plots.
+
+Reads the evaluation (`eval.json`), the per-block AdaRound/RTN errors (`weights` groups), the
+activation tiers (`quant_config`) and the stage timings (`timings.json`); computes nothing
+expensive, so `taq report` can be rerun at will.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 from taq_model.doctor import environment_report  # noqa: E402
-from taq_model.images import image_grid, save_png  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -18,10 +23,12 @@ import numpy as np  # noqa: E402
 from taq_io import Store  # noqa: E402
 
 NOTE = (
-    "Packed 4-bit weights are real (MLX QuantizedLinear codes; on CPU each layer is "
-    "dequantized on the fly into a transient float32 buffer). Activation quantization is "
-    "simulated (quantize-dequantize): MLX has no integer activation matmul."
+    "Real vs simulated: the packed 4-bit weights are real (MLX QuantizedLinear codes held in "
+    "memory; on CPU each layer is dequantized on the fly into a transient float32 buffer). "
+    "Activation quantization is simulated (quantize-dequantize in float32): MLX has no "
+    "integer activation matmul."
 )
+TIMINGS = "timings.json"
 
 
 def _fmt(value, spec: str, none: str = "-") -> str:
@@ -32,49 +39,97 @@ def _fmt(value, spec: str, none: str = "-") -> str:
     return format(value, spec)
 
 
+def _finite(value):
+    """JSON-safe numbers: inf/NaN become null (FP's PSNR against itself is infinite)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def block_rows(store: Store) -> list[dict]:
     ada, rtn = store.require_group("weights", "adaround"), store.require_group("weights", "rtn")
     names = ada.read("block_names").tolist()
+    ada_mse, rtn_mse, seconds = ada.read("mse"), rtn.read("mse"), ada.read("seconds")
     return [
         {
             "block": name,
-            "rtn_mse": float(rtn.read("mse")[i]),
-            "adaround_mse": float(ada.read("mse")[i]),
-            "ratio": float(ada.read("mse")[i] / rtn.read("mse")[i]),
-            "seconds": float(ada.read("seconds")[i]),
+            "rtn_mse": float(rtn_mse[i]),
+            "adaround_mse": float(ada_mse[i]),
+            "ratio": float(ada_mse[i] / max(rtn_mse[i], 1e-30)),
+            "seconds": float(seconds[i]),
         }
         for i, name in enumerate(names)
     ]
 
 
-def tier_histogram(store: Store) -> dict:
+def tier_tables(store: Store) -> dict:
     group = store.require_group("quant_config")
-    out = {}
+    out = {"rule": group.meta.config["rule"]}
     for label, table in (("time-aware", "bits"), ("smoothquant", "sq_bits")):
-        bits = group.read(table)
+        bits = group.read(table)  # (step, layer)
         out[label] = {f"A{b}": int((bits == b).sum()) for b in (4, 6, 8)}
         out[label]["average_bits"] = float(bits.mean())
+        out[label]["per_step"] = {
+            f"A{b}": (bits == b).sum(axis=1).astype(int).tolist() for b in (4, 6, 8)
+        }
     return out
 
 
-def write_report(store: Store, out: Path, results, timings, config: dict) -> Path:
+def load_timings(out: Path) -> dict:
+    try:
+        return json.loads((out / TIMINGS).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def record_timings(out: Path, timings) -> None:
+    """Keep the time of the run that computed each stage (a skipped stage keeps its old one)."""
+    ran = [t for t in timings if t.outcome != "already complete"]
+    if not ran:
+        return
+    record = load_timings(out)
+    for t in ran:
+        record[t.name] = {"seconds": t.seconds, "outcome": t.outcome, "groups": t.groups}
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / (TIMINGS + ".partial")
+    partial.write_text(json.dumps(record, indent=2))
+    os.replace(partial, out / TIMINGS)
+
+
+def write_report(store: Store, out: Path, results, eval_record: dict, config: dict) -> Path:
+    """Write report.md, report.json and the plots into `out`; return report.md's path."""
     out.mkdir(parents=True, exist_ok=True)
     env = environment_report()
-    blocks = block_rows(store)
-    tiers = tier_histogram(store)
+    blocks, tiers, timings = block_rows(store), tier_tables(store), load_timings(out)
+    evaluation = {
+        "seconds": sum(r.seconds for r in results),
+        "outcome": "computed",
+        "groups": [],
+    }
+    timings = {**timings, "evaluate": evaluation}
     data = {
+        "store": str(store.path),
         "config": config,
+        "eval": {k: eval_record[k] for k in ("config", "config_hash", "inputs")},
         "environment": env.as_dict(),
         "variants": [r.row() for r in results],
         "blocks": blocks,
         "tiers": tiers,
-        "timings": [t.__dict__ for t in timings],
+        "timings": timings,
         "note": NOTE,
     }
-    (out / "report.json").write_text(json.dumps(data, indent=2, default=float))
-    _plots(out, results, blocks)
+    (out / "report.json").write_text(json.dumps(_finite(data), indent=2))
+    _plot_samples(out / "samples.png", results)
+    _plot_blocks(out / "block_mse.png", blocks)
+    _plot_quality(out / "quality_vs_bits.png", results)
+    _plot_tiers(out / "tiers.png", tiers)
+    samples = eval_record["config"]["samples"]
     lines = [
-        f"# taq report: {config['model']}",
+        f"# taq report: {eval_record['config']['model']}",
         "",
         NOTE,
         "",
@@ -91,15 +146,21 @@ def write_report(store: Store, out: Path, results, timings, config: dict) -> Pat
         )
     lines += [
         "",
-        f"{config['eval_samples']} samples, fixed prompts and seeds; images compared in uint8. "
+        f"{samples} samples (prompts `digit 0`..`digit 9` in turn, seeds {1000 + config['seed']}"
+        f"..), {eval_record['config']['num_steps']} Euler steps, CFG "
+        f"{eval_record['config']['cfg']:g}; PSNR/MSE on the uint8 images vs FP's; accuracy "
+        "and Fréchet distance from the digit classifier (features vs the real digits). "
+        "Weight memory: resident bytes of the quantized layers (FP: float32). "
         f"Machine: {env.platform}, {env.device}, {env.blas} BLAS, "
         f"{env.gemm_gflops:.0f} GFLOP/s fp32 GEMM.",
         "",
-        "![samples](samples.png)",
+        "![samples per variant](samples.png)",
         "",
-        "## AdaRound vs RTN per block (block output MSE vs FP on the cached samples)",
+        "## AdaRound vs RTN per block",
         "",
-        "| block | RTN MSE | AdaRound MSE | ratio | time (s) |",
+        "Block output MSE vs FP on the cached calibration samples (same W4 grid).",
+        "",
+        "| block | RTN MSE | AdaRound MSE | AdaRound / RTN | optimize time (s) |",
         "|---|---|---|---|---|",
     ]
     lines += [
@@ -107,46 +168,111 @@ def write_report(store: Store, out: Path, results, timings, config: dict) -> Pat
         f"{b['seconds']:.1f} |"
         for b in blocks
     ]
-    lines += ["", "![block mse](block_mse.png)", "", "## Activation tiers (layer x timestep)", ""]
+    rule = tiers["rule"]
     lines += [
-        f"- {label}: A4 {t['A4']}, A6 {t['A6']}, A8 {t['A8']}, average {t['average_bits']:.2f} bits"
+        "",
+        "![per-block MSE](block_mse.png)",
+        "",
+        "## Activation tiers (layer x timestep)",
+        "",
+        f"Tier rule (absmax of the per-timestep input range, post-GELU inputs after the shift): "
+        f"fc2 A4 < {rule['gelu_a4']:g} <= A6 < {rule['gelu_a6']:g} <= A8; other layers "
+        f"A4 < {rule['other_a4']:g} <= A6 < {rule['other_a6']:g} <= A8.",
+        "",
+        "| plan | A4 | A6 | A8 | average bits |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {label} | {t['A4']} | {t['A6']} | {t['A8']} | {t['average_bits']:.2f} |"
         for label, t in tiers.items()
+        if label != "rule"
     ]
-    lines += ["", "![quality vs bits](quality_vs_bits.png)", "", "## Timings", ""]
     lines += [
-        f"- {t.name}: {t.seconds:.1f}s" + (" (already complete)" if t.skipped else "")
-        for t in timings
+        "",
+        "![tiers per step](tiers.png)",
+        "",
+        "![quality vs average activation bits](quality_vs_bits.png)",
+        "",
+        "## Timings",
+        "",
+        "| stage | seconds | how |",
+        "|---|---|---|",
     ]
+    lines += [f"| {name} | {t['seconds']:.1f} | {t['outcome']} |" for name, t in timings.items()]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def _plots(out: Path, results, blocks) -> None:
-    rows = []
-    for r in results:
+def _plot_samples(path: Path, results) -> None:
+    columns = min(10, len(results[0].images))
+    fig, axes = plt.subplots(
+        len(results), columns, figsize=(1.0 * columns + 2.2, 1.05 * len(results)), squeeze=False
+    )
+    for row, r in enumerate(results):
         images = np.array(r.images, dtype=np.uint8)
-        rows.append(image_grid(images[:10], columns=10))
-    save_png(image_grid(np.stack(rows), columns=1, pad=6), out / "samples.png", upscale=3)
+        for col in range(columns):
+            ax = axes[row, col]
+            ax.imshow(images[col, ..., 0], cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        label = r.name.replace(" + ", "\n+ ").replace("W4A8 static", "W4A8\nstatic")
+        axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("generated samples (same prompts and seeds per column)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_blocks(path: Path, blocks) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     x = np.arange(len(blocks))
     ax.bar(x - 0.2, [b["rtn_mse"] for b in blocks], 0.4, label="RTN W4")
     ax.bar(x + 0.2, [b["adaround_mse"] for b in blocks], 0.4, label="AdaRound W4")
+    for i, b in enumerate(blocks):
+        ax.annotate(
+            f"x{b['ratio']:.2f}", (i + 0.2, b["adaround_mse"]), ha="center", va="bottom", fontsize=8
+        )
     ax.set_xticks(x, [b["block"] for b in blocks])
     ax.set_ylabel("block output MSE vs FP")
-    ax.set_title("per-block reconstruction error")
+    ax.set_title("per-block reconstruction error (label: AdaRound / RTN)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "block_mse.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 4))
+
+
+def _plot_quality(path: Path, results) -> None:
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for r in results[1:]:
         bits = 32.0 if r.act_bits is None else r.act_bits
-        ax.scatter(bits, r.psnr_db, s=40)
-        ax.annotate(r.name, (bits, r.psnr_db), fontsize=7)
-    ax.set_xlabel("average activation bits (32 = float)")
-    ax.set_ylabel("PSNR vs FP (dB)")
-    ax.set_title("quality vs activation bits (all W4)")
+        ax.scatter(bits, r.psnr_db, s=50, label=f"{r.name} ({r.psnr_db:.1f} dB)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([4, 6, 8, 16, 32], ["4", "6", "8", "16", "32 (float)"])
+    ax.set_xlabel("average activation bits")
+    ax.set_ylabel("PSNR vs FP (dB), higher is better")
+    ax.set_title("quality vs activation bits (all with W4 weights)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(out / "quality_vs_bits.png", dpi=110)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_tiers(path: Path, tiers: dict) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
+    for ax, label in zip(axes, ("time-aware", "smoothquant"), strict=True):
+        per_step = tiers[label]["per_step"]
+        steps = np.arange(len(per_step["A4"]))
+        bottom = np.zeros(len(steps))
+        for tier, color in (("A4", "tab:green"), ("A6", "tab:orange"), ("A8", "tab:red")):
+            counts = np.array(per_step[tier])
+            ax.bar(steps, counts, bottom=bottom, color=color, label=tier, width=0.9)
+            bottom += counts
+        ax.set_title(f"{label}: {tiers[label]['average_bits']:.2f} bits on average")
+        ax.set_xlabel("sampling step (0 = pure noise)")
+    axes[0].set_ylabel("layers")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -12,7 +12,7 @@ from taq_model.cli_support import run_cli
 import mlx.core as mx
 
 from taq_bench.adaround import SHAPES, bench_adaround, lines
-from taq_bench.suite import bench_blas, bench_storage
+from taq_bench.suite import bench_blas, bench_infer, bench_storage
 
 
 def _adaround(args: argparse.Namespace) -> int:
@@ -39,6 +39,7 @@ def _all(args: argparse.Namespace) -> int:
         "blas": bench_blas(),
         "storage": bench_storage(),
         "adaround": ada.as_dict(),
+        "infer": bench_infer(),
     }
     return _show(results, args.json)
 
@@ -64,11 +65,30 @@ def _show(results: dict, as_json: bool) -> int:
             f"{'calib files (zarr vs npz)':<34}{s['zarr_files']:>14}{s['npz_files']:>14}"
             f"{s['zarr_files'] / s['npz_files']:>8.2f}x"
         )
+        c = s["cache"]
+        print(
+            f"{'cache bytes/sample (zarr vs npz)':<34}{c['zarr_bytes_per_sample']:>14.0f}"
+            f"{c['npz_bytes_per_sample']:>14.0f}{c['ratio']:>8.2f}x"
+        )
     if "adaround" in results:
         a = results["adaround"]
         print(
             f"{'AdaRound it/s tiny (compiled/eager)':<34}{a['compiled_its']:>14.2f}"
             f"{a['eager_its']:>14.2f}{a['ratio']:>8.2f}x"
+        )
+    if "infer" in results:
+        i = results["infer"]
+        print(
+            f"{'tiny sampling s (W4 vs FP32)':<34}{i['w4_seconds']:>14.2f}"
+            f"{i['fp32_seconds']:>14.2f}{i['speed_ratio']:>8.2f}x  (FP32 time / W4 time)"
+        )
+        print(
+            f"{'quantized layers bytes (W4/fp16)':<34}{i['layers_w4_bytes']:>14}"
+            f"{i['layers_fp16_bytes']:>14}{i['layers_ratio']:>8.2f}x"
+        )
+        print(
+            f"{'whole MMDiT bytes (W4/fp16)':<34}{i['model_w4_bytes']:>14}"
+            f"{i['model_fp16_bytes']:>14}{i['model_ratio']:>8.2f}x"
         )
     return 0
 
@@ -84,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("blas", _blas, "optimised vs reference BLAS GEMM rate"),
         ("storage", _storage, "calib bytes per sample: zarr vs one npz per (image, step)"),
-        ("all", _all, "every quick benchmark in one table (infer: run `taq-bench infer`)"),
+        ("all", _all, "every benchmark in one table of ratios (infer: tiny-digits)"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--json", action="store_true")

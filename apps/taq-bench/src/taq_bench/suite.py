@@ -3,11 +3,16 @@
 - blas: fp32 GEMM rate with the optimised BLAS taq loads vs MLX's own reference BLAS
   (measured in a subprocess with `TAQ_BLAS` pointing nowhere), same run.
 - storage: calibration latents of a real tiny-digits run in our zarr `calib` group vs one
-  float32 `.npz` file per (image, step), written side by side.
+  float32 `.npz` file per (image, step), written side by side; the same for the AdaRound
+  block I/O cache (`blockio/<block>` float16 arrays vs one float32 `.npz` per (image, step)
+  holding every block's inputs, modulation and outputs).
+- infer: tiny-digits sampling with packed W4 layers vs FP32, and resident bytes vs float16
+  (taq-infer's `bench_preset`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -20,7 +25,9 @@ from taq_model.presets import load_preset
 
 import numpy as np
 
+from taq_adaround.blockio import CacheConfig, cache_block_io
 from taq_calib import CalibConfig, calibrate
+from taq_infer.bench import bench_preset
 from taq_io import Store
 
 GEMM = (
@@ -72,6 +79,7 @@ def bench_storage(images: int = 4, steps: int = 10) -> dict:
                 np.savez(npz_dir / f"latent_{i}_{s}.npz", x=latents[i, s].astype(np.float32))
         zarr_bytes, zarr_files = _bytes(root / "run.zarr" / "calib")
         npz_bytes, npz_files = _bytes(npz_dir)
+        cache = _cache_storage(handle, store, root, images * steps)
         seconds = time.perf_counter() - start
     samples = images * steps
     return {
@@ -81,5 +89,55 @@ def bench_storage(images: int = 4, steps: int = 10) -> dict:
         "zarr_files": zarr_files,
         "npz_files": npz_files,
         "ratio": zarr_bytes / npz_bytes,
+        "cache": cache,
         "seconds": seconds,
+    }
+
+
+def _cache_storage(handle, store: Store, root: Path, samples: int) -> dict:
+    """blockio bytes per (image, step) in zarr vs one float32 npz per (image, step)."""
+    groups = cache_block_io(handle, store, CacheConfig(stride=1))
+    npz_dir = root / "npz-cache"
+    npz_dir.mkdir()
+    arrays = {b: {n: g.read(n) for n in g.spec.unit_arrays()} for b, g in groups.items()}
+    first = next(iter(arrays.values()))
+    pairs = zip(first["image_index"], first["step_index"], strict=True)
+    keys = sorted({(int(i), int(s)) for i, s in pairs})
+    for image, step in keys:
+        rows = (first["image_index"] == image) & (first["step_index"] == step)
+        np.savez(
+            npz_dir / f"blockio_{image}_{step}.npz",
+            **{
+                f"{block}_{name}": value[rows].astype(np.float32)
+                for block, named in arrays.items()
+                for name, value in named.items()
+                if name not in ("image_index", "step_index")
+            },
+        )
+    zarr_bytes, zarr_files = _bytes(root / "run.zarr" / "blockio")
+    npz_bytes, npz_files = _bytes(npz_dir)
+    return {
+        "samples": len(keys),
+        "zarr_bytes_per_sample": zarr_bytes / len(keys),
+        "npz_bytes_per_sample": npz_bytes / len(keys),
+        "zarr_files": zarr_files,
+        "npz_files": npz_files,
+        "ratio": zarr_bytes / npz_bytes,
+    }
+
+
+def bench_infer() -> dict:
+    """tiny-digits, 30 steps: packed W4 vs FP32 time; resident bytes vs float16."""
+    with contextlib.redirect_stdout(sys.stderr):  # its progress lines; stdout may be JSON
+        result = bench_preset(load_preset("tiny-digits"), 30, repeats=3)
+    return {
+        "fp32_seconds": result.fp32_seconds,
+        "w4_seconds": result.w4_seconds,
+        "speed_ratio": result.speed,
+        "layers_fp16_bytes": result.layers_fp16,
+        "layers_w4_bytes": result.layers_w4,
+        "layers_ratio": result.layers_w4 / result.layers_fp16,
+        "model_fp16_bytes": result.model_fp16,
+        "model_w4_bytes": result.model_w4,
+        "model_ratio": result.model_w4 / result.model_fp16,
     }

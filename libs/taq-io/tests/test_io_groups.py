@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -188,6 +189,24 @@ def test_require_refuses_a_corrupt_group(store: Store) -> None:
         Store.open(store.path).require_group("calib")
 
 
+def test_a_group_of_another_format_version_is_stale_not_corrupt(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_calib(store)
+    newer = dataclasses.replace(
+        GROUPS["calib"],
+        version=2,
+        arrays={**GROUPS["calib"].arrays, "extra": ArraySpec("float32", ("image",), (1,), "new")},
+    )
+    monkeypatch.setitem(GROUPS, "calib", newer)
+    with pytest.raises(StaleGroupError) as refusal:
+        Store.open(store.path).require_group("calib")
+    assert str(refusal.value) == (
+        f"`calib` in {store.path} has calib format version 1, this taq writes 2: "
+        f"rerun `taq-calib --store {store.path} --overwrite`"
+    )
+
+
 def test_require_refuses_another_config(store: Store) -> None:
     calib = write_calib(store)
     assert store.require_group("calib", config_hash=calib.meta.config_hash) is not None
@@ -254,7 +273,7 @@ def test_arrays_on_disk_have_dimension_names_chunks_and_fill(store: Store) -> No
         assert metadata["shape"] == [sizes[d] for d in spec.dims], name
         assert metadata["attributes"] == {"taq": {"dtype": spec.dtype}}, name
     latents = json.loads((store.path / "calib" / "latents" / "zarr.json").read_text())
-    assert latents["chunk_grid"]["configuration"]["chunk_shape"] == [1, 1, 4, 4, 1]
+    assert latents["chunk_grid"]["configuration"]["chunk_shape"] == [1, sizes["step"], 4, 4, 1]
     assert (latents["data_type"], latents["fill_value"]) == ("float32", "NaN")
     done = json.loads((store.path / "calib" / "done" / "zarr.json").read_text())
     assert done["chunk_grid"]["configuration"]["chunk_shape"] == [1]

@@ -71,7 +71,10 @@ class StageGroup:
         self.meta = meta
         self._zgroup = zgroup
         self._store_label = store_label
-        self._arrays = {name: zgroup[name] for name in spec.all_arrays()}
+        names = list(spec.all_arrays())
+        if meta.version != spec.version:  # another format, stale: open what it has
+            names = [name for name in names if name in zgroup]
+        self._arrays = {name: zgroup[name] for name in names}
 
     @classmethod
     def allocate(

@@ -2,10 +2,11 @@
 
 - blas: fp32 GEMM rate with the optimised BLAS taq loads vs MLX's own reference BLAS
   (measured in a subprocess with `TAQ_BLAS` pointing nowhere), same run.
-- storage: calibration latents of a real tiny-digits run in our zarr `calib` group vs one
-  float32 `.npz` file per (image, step), written side by side; the same for the AdaRound
-  block I/O cache (`blockio/<block>` float16 arrays vs one float32 `.npz` per (image, step)
-  holding every block's inputs, modulation and outputs).
+- storage: calibration samples of a real tiny-digits run in our zarr `calib` group vs one
+  float32 `.npz` file per (image, step) holding what replaying that sample needs (x_t, t and
+  the prompt's conditioning, which zarr stores once per image), written side by side; the
+  same for the AdaRound block I/O cache (`blockio/<block>` float16 arrays vs one float32
+  `.npz` per (image, step) holding every block's inputs, modulation and outputs).
 - infer: tiny-digits sampling with packed W4 layers vs FP32, and resident bytes vs float16
   (taq-infer's `bench_preset`).
 """
@@ -71,12 +72,20 @@ def bench_storage(images: int = 4, steps: int = 10) -> dict:
         store = Store.create(root / "run.zarr", handle.identity)
         start = time.perf_counter()
         calibrate(handle, store, CalibConfig("tiny-digits", ("digit 3",), images, steps, 3.0))
-        latents = store.require_group("calib").read("latents")
+        calib = store.require_group("calib")
+        latents, timesteps = calib.read("latents"), calib.read("timesteps")
+        tokens, pooled = calib.read("cond_tokens"), calib.read("cond_pooled")
         npz_dir = root / "npz"
         npz_dir.mkdir()
         for i in range(images):
-            for s in range(steps):
-                np.savez(npz_dir / f"latent_{i}_{s}.npz", x=latents[i, s].astype(np.float32))
+            for s in range(steps):  # what replaying one sample needs: x_t, t, conditioning
+                np.savez(
+                    npz_dir / f"sample_{i}_{s}.npz",
+                    x=latents[i, s],
+                    t=timesteps[s : s + 1],
+                    cond_tokens=tokens[i],
+                    cond_pooled=pooled[i],
+                )
         zarr_bytes, zarr_files = _bytes(root / "run.zarr" / "calib")
         npz_bytes, npz_files = _bytes(npz_dir)
         cache = _cache_storage(handle, store, root, images * steps)

@@ -113,7 +113,10 @@ CALIB = GroupSpec(
     unit="image",
     arrays={
         "latents": _array(
-            "float32", "image step H W C", (1, 1, None, None, None), "x_t entering each stored step"
+            "float32",
+            "image step H W C",
+            (1, None, None, None, None),  # one chunk per image: few files, compresses better
+            "x_t entering each stored step",
         ),
         "timesteps": _array(
             "float32", "step", (None,), "timestep (sigma * 1000) of each stored step"

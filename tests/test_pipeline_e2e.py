@@ -108,7 +108,17 @@ def test_killed_run_finishes_with_the_same_numbers(finished, tmp_path, marker):
             assert a[key] == b[key], (a["name"], key)
 
 
-def test_bad_flag_is_one_line():
-    out = taq("run", "--store", "/tmp/never.zarr", "--iters", "0")
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--iters", "0"), "--iters must be at least 1"),
+        (("--range-margin", "0.5"), "--range-margin 0.5 clips the calibration range: use >= 1"),
+        (("--rule", "paper"), "--rule 'paper' is unknown: pick one of sqnr, absolute"),
+    ],
+    ids=["iters", "range-margin", "rule"],
+)
+def test_bad_flag_is_one_line(tmp_path, args, message):
+    out = taq("run", "--store", tmp_path / "never.zarr", *args)
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == ["error: --iters must be at least 1"]
+    assert out.stderr.strip().splitlines() == [f"error: {message}"]
+    assert not (tmp_path / "never.zarr").exists()

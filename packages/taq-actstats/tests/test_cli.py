@@ -30,7 +30,17 @@ def test_collect_analyze_plot(store_copy, cli, tmp_path):
     bits = config.read("bits")
     assert set(np.unique(bits)) <= {4, 6, 8} and bits.shape == (6, 45)
     assert (config.read("scale") > 0).all()
-    assert config.meta.config["rule"]["gelu_a4"] == 5.0
+    assert config.meta.config["rule"]["rule"] == "sqnr"
+    gelu = config.read("post_gelu")
+    stats = Store.open(store_copy).require_group("actstats")
+    calib_max = stats.read("absmax").max(axis=0).T  # (step, layer), over images
+    np.testing.assert_allclose(config.read("absmax"), calib_max, rtol=1e-6)
+    np.testing.assert_allclose(config.read("quant_absmax")[:, ~gelu], 1.5 * calib_max[:, ~gelu])
+    out = cli("analyze", "--store", store_copy, "--rule", "absolute", "--overwrite")
+    assert out.returncode == 0, out.stderr
+    paper = Store.open(store_copy).require_group("quant_config")
+    assert paper.meta.config["rule"]["gelu_a4"] == 5.0
+    assert paper.read("bits").mean() < bits.mean()  # TaQ-DiT's thresholds: mostly A4 here
     out = cli("plot", "--store", store_copy, "--out", tmp_path / "plots", "--quant-config")
     assert out.returncode == 0, out.stderr
     pngs = sorted((tmp_path / "plots").glob("*.png"))
@@ -93,3 +103,16 @@ def test_store_of_another_model_or_schema(cli, tmp_path):
 )
 def test_bad_flags(store_copy, cli, args, message):
     assert message in one_line_error(cli("collect", "--store", store_copy, *args))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--range-margin", "0.5"), "--range-margin 0.5 clips the calibration range"),
+        (("--rule", "paper"), "invalid choice: 'paper'"),
+    ],
+    ids=["margin-below-one", "unknown-rule"],
+)
+def test_bad_analyze_flags(store_copy, cli, args, message):
+    out = cli("analyze", "--store", store_copy, *args)
+    assert out.returncode == 2 and message in out.stderr, out.stderr

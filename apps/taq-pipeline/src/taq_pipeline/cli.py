@@ -36,10 +36,13 @@ HELP = {
     "bits_w": "weight bits (2-8)",
     "bits_a": "static activation bits learned with AdaRound (0: none)",
     "group_size": "weight quantization group size",
-    "gelu_a4": "tier rule: post-GELU (fc2) input absmax below this -> A4",
-    "gelu_a6": "tier rule: post-GELU input absmax below this -> A6, else A8",
-    "other_a4": "tier rule: other layers' input absmax below this -> A4",
-    "other_a6": "tier rule: other layers' input absmax below this -> A6, else A8",
+    "rule": "activation tier rule: sqnr (scale-free) or absolute (TaQ-DiT's thresholds)",
+    "target_db": "sqnr rule: fewest bits keeping the estimated quantization SNR >= this",
+    "gelu_a4": "absolute rule: post-GELU (fc2) input absmax below this -> A4",
+    "gelu_a6": "absolute rule: post-GELU input absmax below this -> A6, else A8",
+    "other_a4": "absolute rule: other layers' input absmax below this -> A4",
+    "other_a6": "absolute rule: other layers' input absmax below this -> A6, else A8",
+    "range_margin": "activation grids cover this x the calibration maximum (>= 1)",
     "eval_samples": "evaluation samples per variant (fixed prompts and seeds)",
     "seed": "seed of calibration, AdaRound and evaluation",
     "overwrite": "recompute stale stages (changed flags or inputs) instead of refusing",
@@ -69,6 +72,10 @@ def _config(args: argparse.Namespace) -> RunConfig:
         raise UsageError(f"--bits-w must be in 2..8, got {config.bits_w}")
     if config.cache_stride > (config.num_steps or config.cache_stride):
         raise UsageError(f"--cache-stride must be at most --num-steps ({config.num_steps})")
+    try:
+        _ = config.analyze_config  # the tier rule and range margin check themselves
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     return config
 
 

@@ -46,10 +46,13 @@ class RunConfig:
     bits_w: int = 4
     bits_a: int = 8
     group_size: int = 64
-    gelu_a4: float = TierRule.gelu_a4  # TaQ-DiT's thresholds (taq-actstats' defaults)
+    rule: str = TierRule.rule  # taq-actstats' tier rule and its defaults
+    target_db: float = TierRule.target_db
+    gelu_a4: float = TierRule.gelu_a4  # --rule absolute: TaQ-DiT's thresholds
     gelu_a6: float = TierRule.gelu_a6
     other_a4: float = TierRule.other_a4
     other_a6: float = TierRule.other_a6
+    range_margin: float = AnalyzeConfig.range_margin
     eval_samples: int = 20
     seed: int = 0
     overwrite: bool = False
@@ -58,8 +61,13 @@ class RunConfig:
         return asdict(self)
 
     @property
-    def tier_rule(self) -> TierRule:
-        return TierRule(self.gelu_a4, self.gelu_a6, self.other_a4, self.other_a6)
+    def analyze_config(self) -> AnalyzeConfig:
+        rule = TierRule(
+            self.rule, self.target_db, self.gelu_a4, self.gelu_a6, self.other_a4, self.other_a6
+        )
+        return AnalyzeConfig(
+            rule, self.range_margin, bits_w=self.bits_w, group_size=self.group_size
+        )
 
 
 @dataclass(frozen=True)
@@ -173,7 +181,7 @@ def build_stages(config: RunConfig, handle: ModelHandle, store: Store) -> list[S
         seed=config.seed,
     )
     weights = {**asdict(ada), "blocks": blocks, "format": "mlx_affine"}
-    collect, analyze = CollectConfig(), AnalyzeConfig(rule=config.tier_rule)
+    collect, analyze = CollectConfig(), config.analyze_config
     return [
         Stage(
             "calib",

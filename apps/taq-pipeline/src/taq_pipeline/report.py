@@ -20,6 +20,7 @@ from taq_model.doctor import environment_report  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from taq_actstats.tiers import TierRule  # noqa: E402
 from taq_io import Store  # noqa: E402
 
 NOTE = (
@@ -68,7 +69,13 @@ def block_rows(store: Store) -> list[dict]:
 
 def tier_tables(store: Store) -> dict:
     group = store.require_group("quant_config")
-    out = {"rule": group.meta.config["rule"]}
+    config = group.meta.config
+    smoothed = (np.nan_to_num(group.read("smoothing"), nan=1.0) != 1.0).any(axis=1)
+    out = {
+        "rule": config["rule"],
+        "range_margin": config["range_margin"],
+        "smoothed_layers": [str(n) for n in group.read("layer_names")[smoothed]],
+    }
     for label, table in (("time-aware", "bits"), ("smoothquant", "sq_bits")):
         bits = group.read(table)  # (step, layer)
         out[label] = {f"A{b}": int((bits == b).sum()) for b in (4, 6, 8)}
@@ -128,6 +135,8 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
     _plot_quality(out / "quality_vs_bits.png", results)
     _plot_tiers(out / "tiers.png", tiers)
     samples = eval_record["config"]["samples"]
+    digits = eval_record["config"]["model"] == "tiny-digits"
+    prompts = "prompts `digit 0`..`digit 9`" if digits else "the preset's prompts"
     lines = [
         f"# taq report: {eval_record['config']['model']}",
         "",
@@ -146,11 +155,12 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         )
     lines += [
         "",
-        f"{samples} samples (prompts `digit 0`..`digit 9` in turn, seeds {1000 + config['seed']}"
+        f"{samples} samples ({prompts} in turn, seeds {1000 + config['seed']}"
         f"..), {eval_record['config']['num_steps']} Euler steps, CFG "
         f"{eval_record['config']['cfg']:g}; PSNR/MSE on the uint8 images vs FP's; accuracy "
         "and Fréchet distance from the digit classifier (features vs the real digits). "
-        "Weight memory: resident bytes of the quantized layers (FP: float32). "
+        "Weight memory: resident bytes of the quantized layers (FP: float32; time-aware rows "
+        "add their per-step grids and the fc2 biases that compensate each step's shift). "
         f"Machine: {env.platform}, {env.device}, {env.blas} BLAS, "
         f"{env.gemm_gflops:.0f} GFLOP/s fp32 GEMM.",
         "",
@@ -175,9 +185,11 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         "",
         "## Activation tiers (layer x timestep)",
         "",
-        f"Tier rule (absmax of the per-timestep input range, post-GELU inputs after the shift): "
-        f"fc2 A4 < {rule['gelu_a4']:g} <= A6 < {rule['gelu_a6']:g} <= A8; other layers "
-        f"A4 < {rule['other_a4']:g} <= A6 < {rule['other_a6']:g} <= A8.",
+        f"Tier rule `{rule['rule']}`: {TierRule(**rule).describe()}. Each step's grid covers "
+        f"{tiers['range_margin']:g} x the calibration maximum of the layer's input "
+        "(post-GELU inputs after the shift). SmoothQuant smooths a layer only where the "
+        "estimated output noise drops, counting the re-rounding of its packed W4 weights; "
+        f"smoothed: {', '.join(tiers['smoothed_layers']) or 'none'}.",
         "",
         "| plan | A4 | A6 | A8 | average bits |",
         "|---|---|---|---|---|",
@@ -185,7 +197,7 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
     lines += [
         f"| {label} | {t['A4']} | {t['A6']} | {t['A8']} | {t['average_bits']:.2f} |"
         for label, t in tiers.items()
-        if label != "rule"
+        if label in ("time-aware", "smoothquant")
     ]
     lines += [
         "",

@@ -215,7 +215,7 @@ ACTSTATS = GroupSpec(
 
 QUANT_CONFIG = GroupSpec(
     kind="quant_config",
-    version=1,
+    version=2,  # 2: ranges are maxima over images with a margin; mean_square
     command="taq-actstats analyze",
     doc="Per timestep x layer activation quantizers: bits, scale, shift, SmoothQuant factors.",
     arrays={
@@ -232,10 +232,11 @@ QUANT_CONFIG = GroupSpec(
         "smoothing": _array(
             "float32", "layer channel", (None, None), "SmoothQuant s: x / s, W * s (1: none)"
         ),
-        "absmax": _array("float32", "step layer", (None, None), "averaged max |x| (unshifted)"),
+        "absmax": _array("float32", "step layer", (None, None), "max |x| over images (unshifted)"),
         "quant_absmax": _array(
-            "float32", "step layer", (None, None), "max |x - shift| the grid covers"
+            "float32", "step layer", (None, None), "the range the grid covers (shifted, margin)"
         ),
+        "mean_square": _array("float32", "step layer", (None, None), "E[x^2] (the SQNR signal)"),
         "sq_bits": _array("int32", "step layer", (None, None), "bits with SmoothQuant"),
         "sq_scale": _array("float32", "step layer", (None, None), "grid step with SmoothQuant"),
         "sq_absmax": _array(

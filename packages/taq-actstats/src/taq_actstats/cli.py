@@ -13,7 +13,7 @@ from taq_model.runs import open_run
 from taq_actstats.analyze import AnalyzeConfig, analyze_stats
 from taq_actstats.collect import CollectConfig, collect_stats
 from taq_actstats.plots import plot_all
-from taq_actstats.tiers import TierRule
+from taq_actstats.tiers import RULES, TierRule
 from taq_io import Store, StoreError
 
 
@@ -31,11 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="statistics -> quant_config (A4/A6/A8 tiers)")
     analyze.add_argument("--store", type=Path, required=True)
     analyze.add_argument("--local-ckpt", default=None)
-    rule = TierRule()
-    for name, value in rule.to_json().items():
-        analyze.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
+    analyze.add_argument("--rule", choices=RULES, default=TierRule.rule, help="tier rule")
+    for name, value in TierRule().to_json().items():
+        if name != "rule":
+            analyze.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
     defaults = AnalyzeConfig()
+    analyze.add_argument("--range-margin", type=float, default=defaults.range_margin)
     analyze.add_argument("--smooth-alpha", type=float, default=defaults.smooth_alpha)
+    analyze.add_argument(
+        "--bits-w", type=int, default=defaults.bits_w, help="weight bits (SmoothQuant's cost)"
+    )
+    analyze.add_argument("--group-size", type=int, default=defaults.group_size)
     analyze.add_argument("--overwrite", action="store_true")
     plot = sub.add_parser("plot", help="PNG plots of the statistics")
     plot.add_argument("--store", type=Path, required=True)
@@ -71,12 +77,20 @@ def _collect(args) -> int:
 
 
 def _analyze(args) -> int:
-    store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
     names = TierRule().to_json()
     rule = TierRule(**{k: getattr(args, k) for k in names})
-    analysis = analyze_stats(
-        handle, store, AnalyzeConfig(rule=rule, smooth_alpha=args.smooth_alpha), args.overwrite
-    )
+    try:
+        config = AnalyzeConfig(
+            rule,
+            args.range_margin,
+            args.smooth_alpha,
+            bits_w=args.bits_w,
+            group_size=args.group_size,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
+    analysis = analyze_stats(handle, store, config, args.overwrite)
     print("\n".join(analysis.summary))
     print(f"quant_config -> {args.store}/quant_config (activation quantization is simulated)")
     return 0

@@ -7,7 +7,7 @@ import json
 import sys
 
 from taq_model.blas import blas_info
-from taq_model.cli_support import run_cli
+from taq_model.cli_support import add_version_flag, run_cli
 
 import mlx.core as mx
 
@@ -95,6 +95,7 @@ def _show(results: dict, as_json: bool) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taq-bench", description=__doc__)
+    add_version_flag(parser, "taq-bench")
     sub = parser.add_subparsers(dest="command", required=True)
     ada = sub.add_parser("adaround", help="train-step throughput, compiled vs eager")
     ada.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")

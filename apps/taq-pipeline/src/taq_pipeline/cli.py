@@ -12,7 +12,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from taq_model.cli_support import UsageError, run_cli
+from taq_model.cli_support import UsageError, add_version_flag, run_cli
 from taq_model.doctor import environment_report
 from taq_model.runs import open_run
 
@@ -190,6 +190,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taq", description=__doc__)
+    add_version_flag(parser, "taq-pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="calib -> adaround + actstats -> evaluation -> report")
     _add_run_flags(run)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from taq_model.cli_support import UsageError, run_cli
+from taq_model.cli_support import UsageError, add_version_flag, run_cli
 from taq_model.doctor import environment_report
 from taq_model.images import image_grid, save_png, upscale_for
 from taq_model.presets import DEFAULT_PRESET, PRESETS, load_preset
@@ -38,6 +38,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taq-model", description=__doc__)
+    add_version_flag(parser, "taq-model")
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", help="MLX version, device, BLAS and GEMM rate")
     doctor.add_argument("--json", action="store_true", help="print JSON")

@@ -1,10 +1,13 @@
-"""What every taq command shares: user errors as one line and exit code 2, progress bars."""
+"""What every taq command shares: user errors as one line and exit code 2, `--version`,
+progress bars."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable, Iterable
+from importlib.metadata import version
 
 from taq_model.presets import ModelError
 
@@ -16,6 +19,13 @@ EXIT_INTERRUPTED = 130
 
 class UsageError(Exception):
     """A flag or input the user can fix; printed as one line, exit code 2."""
+
+
+def add_version_flag(parser: argparse.ArgumentParser, distribution: str) -> None:
+    """`--version`: the member's version from its installed package metadata (one source)."""
+    own = f"{distribution} {version(distribution)}"
+    text = own if parser.prog == distribution else f"{parser.prog} ({own})"
+    parser.add_argument("--version", action="version", version=text)
 
 
 def run_cli(main: Callable[[], int | None], user_errors: Iterable[type[BaseException]] = ()) -> int:

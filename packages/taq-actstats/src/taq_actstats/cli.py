@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from taq_model.cli_support import UsageError, run_cli
+from taq_model.cli_support import UsageError, add_version_flag, run_cli
 from taq_model.runs import open_run
 
 from taq_actstats.analyze import AnalyzeConfig, analyze_stats
@@ -19,6 +19,7 @@ from taq_io import Store, StoreError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taq-actstats", description=__doc__)
+    add_version_flag(parser, "taq-actstats")
     sub = parser.add_subparsers(dest="command", required=True)
     collect = sub.add_parser("collect", help="per layer x timestep x channel statistics")
     collect.add_argument("--store", type=Path, required=True)

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from taq_model.cli_support import UsageError, run_cli
+from taq_model.cli_support import UsageError, add_version_flag, run_cli
 from taq_model.runs import open_run
 
 from taq_adaround.blockio import CacheConfig, cache_block_io
@@ -32,6 +32,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taq-adaround", description=__doc__)
+    add_version_flag(parser, "taq-adaround")
     sub = parser.add_subparsers(dest="command", required=True)
     cache = sub.add_parser("cache", help="record every block's FP inputs/outputs")
     _common(cache)

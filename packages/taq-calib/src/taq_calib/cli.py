@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from taq_model.cli_support import UsageError, run_cli
+from taq_model.cli_support import UsageError, add_version_flag, run_cli
 from taq_model.presets import DEFAULT_PRESET, PRESETS, load_preset
 
 from taq_calib.calibrate import CalibConfig, calibrate
@@ -15,6 +15,7 @@ from taq_io import Store, StoreError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="taq-calib", description=__doc__)
+    add_version_flag(p, "taq-calib")
     p.add_argument("--store", type=Path, required=True, help="the run's zarr store (directory)")
     p.add_argument("--model", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--local-ckpt", default=None, help="sd3-medium: MLX checkpoint file")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import taq_model  # noqa: F401  (optimised BLAS before MLX)
 from taq_model.blas import blas_info
-from taq_model.cli_support import UsageError, run_cli
+from taq_model.cli_support import UsageError, add_version_flag, run_cli
 from taq_model.images import image_grid, save_png, upscale_for
 from taq_model.runs import open_run
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a store's packed W4 model (real 4-bit weights; activation "
         "quantization simulated) and optionally compare it with FP.",
     )
+    add_version_flag(parser, "taq-infer")
     parser.add_argument("--store", required=True, help="the taq run (zarr store)")
     parser.add_argument("--prompt", help='e.g. "digit 3" for tiny-digits')
     parser.add_argument("--output", required=True, help="PNG to write")

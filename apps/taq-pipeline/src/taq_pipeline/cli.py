@@ -1,4 +1,5 @@
-"""`taq`: the whole pipeline (`run`), evaluation (`eval`), the report (`report`), `doctor`.
+"""`taq`: the whole pipeline (`run`), evaluation (`eval`), the report (`report`), `export`
+(one safetensors checkpoint of the quantized model), `doctor`.
 
 `taq run` = calib -> adaround (cache, optimize) -> actstats (collect, analyze) -> eval ->
 report, into one store; complete stages are skipped, partial ones resumed, stale ones refused.
@@ -16,6 +17,10 @@ from taq_model.cli_support import UsageError, add_version_flag, run_cli
 from taq_model.doctor import environment_report
 from taq_model.runs import open_run
 
+from taq_infer import InferenceError
+from taq_infer.artifacts import WEIGHT_METHODS
+from taq_infer.checkpoint import ExportConfig, export_checkpoint
+from taq_infer.loading import SCALE_DTYPES
 from taq_io import StaleGroupError, Store, StoreError, describe
 from taq_pipeline.evaluate import VARIANTS, EvalConfig, evaluate, load_eval, read_results
 from taq_pipeline.pipeline import RunConfig, report_dir, run_stages
@@ -188,6 +193,32 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    config = ExportConfig(
+        store=args.store,
+        output=args.output,
+        weights=args.weights,
+        dtype=args.dtype,
+        modulation_bits=args.modulation_bits,
+        local_ckpt=args.local_ckpt,
+    )
+    summary = export_checkpoint(config)
+    print(
+        f"wrote {summary.output}: {summary.nbytes} bytes, {100 * summary.ratio:.1f} % of the "
+        f"float16 MMDiT ({summary.float16_nbytes} bytes); {summary.quantized_layers} layers "
+        f"W{summary.bits} ({config.weights}), "
+        f"{summary.modulation_layers} adaLN linears "
+        + (f"W{config.modulation_bits} RTN" if config.modulation_bits else "float")
+        + f", other parameters {config.dtype}"
+    )
+    if summary.plan is not None:
+        print(f"wrote {summary.plan}: the activation plan, {summary.plan_nbytes} bytes")
+    else:
+        print("no activation plan (no quant_config in the store): weight-only or static only")
+    print(f"same model from the store: taq-infer --store {args.store} {config.store_flags()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taq", description=__doc__)
     add_version_flag(parser, "taq-pipeline")
@@ -204,6 +235,26 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write report.md/json and plots from eval.json")
     report.add_argument("--store", default=RunConfig.store)
     report.set_defaults(func=_report)
+    export = sub.add_parser(
+        "export", help="one safetensors checkpoint of the quantized model (MLX QuantizedLinear)"
+    )
+    export.add_argument("--store", default=RunConfig.store)
+    export.add_argument("--output", required=True, help="the .safetensors file to write")
+    export.add_argument("--weights", default="adaround", choices=WEIGHT_METHODS)
+    export.add_argument(
+        "--dtype",
+        default="float16",
+        choices=tuple(SCALE_DTYPES),
+        help="unquantized parameters and W4 scales/biases [float16]",
+    )
+    export.add_argument(
+        "--modulation-bits",
+        type=int,
+        default=4,
+        help="round the adaLN linears to nearest at these bits; 0 keeps them float [4]",
+    )
+    export.add_argument("--local-ckpt", default=None)
+    export.set_defaults(func=_export)
     doctor = sub.add_parser("doctor", help="device, BLAS, versions, store health")
     doctor.add_argument("--store", default=None)
     doctor.set_defaults(func=_doctor)
@@ -212,4 +263,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: args.func(args), user_errors=(StoreError, ValueError))
+    return run_cli(lambda: args.func(args), user_errors=(StoreError, ValueError, InferenceError))

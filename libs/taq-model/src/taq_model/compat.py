@@ -29,7 +29,10 @@ class InferenceContextSpec:  # argmaxtools.test_utils stand-in, used only as a b
     pass
 
 
-def _install_stubs() -> None:
+def install_stubs() -> None:
+    """Register the stand-ins, so that a later `import diffusionkit.mlx` works (cheap)."""
+    # transformers (used only for SD3's T5 tokenizer) warns at import that torch is absent
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if "argmaxtools" not in sys.modules:
         sys.modules["argmaxtools"] = _module("argmaxtools")
         sys.modules["argmaxtools.utils"] = _module(
@@ -50,9 +53,7 @@ def import_diffusionkit() -> types.ModuleType:
     """Return `diffusionkit.mlx`, importing it without its torch-only dependencies."""
     import taq_model  # noqa: F401  (optimised BLAS before MLX)
 
-    _install_stubs()
-    # transformers (used only for SD3's T5 tokenizer) warns at import that torch is absent
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    install_stubs()
     import diffusionkit.mlx as dk
 
     return dk

@@ -1,6 +1,7 @@
 """taq-infer: run taq's quantized MMDiT for real (packed W4) with simulated activation quant."""
 
 import taq_model  # noqa: F401  (loads an optimised BLAS before MLX)
+from taq_model.compat import install_stubs
 
 from taq_infer.activations import ActivationQuant, StepContext
 from taq_infer.loading import load_quantized
@@ -15,6 +16,8 @@ from taq_infer.model import (
     sampling_parameters,
 )
 from taq_infer.packed import PackedLinear
+
+install_stubs()  # `import diffusionkit.mlx` works after `import taq_infer` (no argmaxtools/torch)
 
 __all__ = [
     "ActivationPlan",

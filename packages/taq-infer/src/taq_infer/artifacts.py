@@ -9,6 +9,8 @@ smoothing). The groups' specs are `taq_io.schema.GROUPS["weights"]` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -81,13 +83,34 @@ def read_activation_plan(store: Store, smoothquant: bool = False) -> ActivationP
     `smoothquant` picks the SmoothQuant variant (`sq_bits`/`sq_scale` and the per-channel
     `smoothing`); without it the plain time-aware tiers (`bits`/`scale`), no smoothing.
     """
-    group = store.require_group("quant_config")
-    names = group.read("layer_names").tolist()
-    widths = group.read("in_features")
-    post_gelu = group.read("post_gelu")
-    bits = group.read("sq_bits" if smoothquant else "bits")
-    scale = group.read("sq_scale" if smoothquant else "scale")
-    shift, smoothing = group.read("shift"), group.read("smoothing")
+    return activation_plan_from(store.require_group("quant_config").read, smoothquant)
+
+
+PLAN_ARRAYS = (
+    "timesteps",
+    "layer_names",
+    "in_features",
+    "post_gelu",
+    "bits",
+    "scale",
+    "sq_bits",
+    "sq_scale",
+    "shift",
+    "smoothing",
+)
+"""The `quant_config` arrays an activation plan is made of (also what `taq export` copies)."""
+
+
+def activation_plan_from(
+    read: Callable[[str], np.ndarray], smoothquant: bool = False
+) -> ActivationPlan:
+    """An `ActivationPlan` from `quant_config`'s arrays, `read(name)` returning each one."""
+    names = read("layer_names").tolist()
+    widths = read("in_features")
+    post_gelu = read("post_gelu")
+    bits = read("sq_bits" if smoothquant else "bits")
+    scale = read("sq_scale" if smoothquant else "scale")
+    shift, smoothing = read("shift"), read("smoothing")
     layers = {}
     for i, name in enumerate(names):
         width = int(widths[i])
@@ -102,4 +125,4 @@ def read_activation_plan(store: Store, smoothquant: bool = False) -> ActivationP
             shift[:, i, :width].astype(np.float32) if post_gelu[i] else None,
             layer_smoothing,
         )
-    return ActivationPlan(group.read("timesteps"), layers, smoothing=smoothquant)
+    return ActivationPlan(read("timesteps"), layers, smoothing=smoothquant)

@@ -16,11 +16,13 @@ import taq_model  # noqa: F401  (optimised BLAS before MLX)
 from taq_model.blas import blas_info
 from taq_model.cli_support import UsageError, add_version_flag, run_cli
 from taq_model.images import image_grid, save_png, upscale_for
+from taq_model.presets import load_preset
 from taq_model.runs import open_run
 
 import mlx.core as mx
 import numpy as np
 
+from taq_infer.checkpoint import MODULATION_BITS, load_checkpoint, read_checkpoint
 from taq_infer.loading import SCALE_DTYPES, load_quantized
 from taq_infer.metrics import latent_diff
 from taq_infer.model import ACT_MODES, InferenceError, model_bytes
@@ -42,10 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
         "quantization simulated) and optionally compare it with FP.",
     )
     add_version_flag(parser, "taq-infer")
-    parser.add_argument("--store", required=True, help="the taq run (zarr store)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--store", help="the taq run (zarr store)")
+    source.add_argument(
+        "--checkpoint",
+        help="a `taq export` .safetensors file instead of a store (its activation plan, if "
+        "any, is the .actplan.safetensors file next to it)",
+    )
     parser.add_argument("--prompt", help='e.g. "digit 3" for tiny-digits')
     parser.add_argument("--output", required=True, help="PNG to write")
-    parser.add_argument("--weights", default="adaround", choices=("adaround", "rtn"))
+    parser.add_argument(
+        "--weights", default=None, choices=("adaround", "rtn"), help="store only [adaround]"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="default: the preset's")
     parser.add_argument("--cfg", type=float, default=None, help="default: the preset's")
@@ -73,13 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale-dtype",
         choices=tuple(SCALE_DTYPES),
         default=None,
-        help="store the W4 scales/biases in this dtype (default: as the artifact has them)",
+        help="store only: keep the W4 scales/biases in this dtype (default: as the artifact "
+        "has them)",
     )
     parser.add_argument(
         "--other-dtype",
         choices=("float32", "float16"),
-        default="float32",
-        help="dtype the non-quantized weights are kept in (compute stays float32)",
+        default=None,
+        help="store only: dtype the non-quantized weights are kept in (compute stays float32)",
+    )
+    parser.add_argument(
+        "--modulation-bits",
+        type=int,
+        default=None,
+        help="store only: also round the adaLN linears to nearest at these bits, as "
+        "`taq export` does (0: float) [0]",
     )
     parser.add_argument("--local-ckpt", default=None, help="sd3-medium checkpoint")
     return parser
@@ -98,26 +116,50 @@ def run(args: argparse.Namespace) -> int:
     if output.suffix.lower() != ".png":
         raise UsageError(f"--output must be a .png path, got {output}")
 
-    store, handle = open_run(args.store, mode="r", local_ckpt=args.local_ckpt)
-    handle.validate_prompts([args.prompt])
+    if args.modulation_bits not in (None, *MODULATION_BITS):
+        raise UsageError(
+            f"--modulation-bits must be one of {', '.join(map(str, MODULATION_BITS))}, "
+            f"got {args.modulation_bits}"
+        )
     fp_latents: list[mx.array] = []
 
     def run_fp(fp_handle) -> None:  # the FP model, same prompt and seed, before packing
+        fp_handle.validate_prompts([args.prompt])
         fp_latents.append(fp_handle.generate([args.prompt], [args.seed], args.steps, args.cfg))
         mx.eval(fp_latents[-1])
 
-    model = load_quantized(
-        handle,
-        store,
-        weights=args.weights,
-        act=args.act,
-        act_fallback=args.act_fallback,
-        smoothquant=args.smoothquant,
-        num_steps=args.steps or handle.default_steps,
-        scale_dtype=args.scale_dtype,
-        other_dtype=args.other_dtype,
-        before_install=run_fp if args.compare or args.diff_stats else None,
-    )
+    common = {
+        "act": args.act,
+        "act_fallback": args.act_fallback,
+        "smoothquant": args.smoothquant,
+        "before_install": run_fp if args.compare or args.diff_stats else None,
+    }
+    if args.checkpoint:
+        store_only = ("weights", "scale_dtype", "other_dtype", "modulation_bits")
+        given = [f"--{n.replace('_', '-')}" for n in store_only if getattr(args, n) is not None]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} apply to --store only: a checkpoint's weights and dtypes "
+                "were fixed by `taq export`"
+            )
+        checkpoint = read_checkpoint(args.checkpoint)
+        handle = load_preset(checkpoint.identity.preset, local_ckpt=args.local_ckpt)
+        handle.validate_prompts([args.prompt])
+        num_steps = args.steps or handle.default_steps
+        model = load_checkpoint(checkpoint, handle, num_steps=num_steps, **common)
+    else:
+        store, handle = open_run(args.store, mode="r", local_ckpt=args.local_ckpt)
+        handle.validate_prompts([args.prompt])
+        model = load_quantized(
+            handle,
+            store,
+            weights=args.weights or "adaround",
+            num_steps=args.steps or handle.default_steps,
+            scale_dtype=args.scale_dtype,
+            other_dtype=args.other_dtype or "float32",
+            modulation_bits=args.modulation_bits or 0,
+            **common,
+        )
     act_note = model.prepare(args.steps)
     latents = model.generate([args.prompt], [args.seed], args.steps, args.cfg)
     mx.eval(latents)

@@ -20,9 +20,11 @@ import numpy as np
 from taq_infer.artifacts import has_quant_config, read_activation_plan, read_weight_set
 from taq_infer.model import (
     ACT_MODES,
+    ActivationPlan,
     Fallback,
     InferenceError,
     QuantizedModel,
+    WeightSet,
     check_activations,
     check_layer_map,
     load_weight_set,
@@ -41,13 +43,13 @@ def _dtype(value: str | mx.Dtype | None) -> mx.Dtype | None:
     return SCALE_DTYPES[value]
 
 
-def resolve_act(act: str, store: Store, has_static: bool) -> str:
-    """`auto` -> timestep if the store has a quant_config, else static if possible, else none."""
+def resolve_act(act: str, has_plan: bool, has_static: bool) -> str:
+    """`auto` -> timestep if there is an activation plan, else static if possible, else none."""
     if act != "auto":
         if act not in ACT_MODES:
             raise InferenceError(f"act must be auto or one of {', '.join(ACT_MODES)}, got {act!r}")
         return act
-    if has_quant_config(store):
+    if has_plan:
         return "timestep"
     return "static" if has_static else "none"
 
@@ -63,6 +65,7 @@ def load_quantized(
     num_steps: int | None = None,
     scale_dtype: str | mx.Dtype | None = None,
     other_dtype: str | mx.Dtype | None = None,
+    modulation_bits: int = 0,
     before_install: Callable[[ModelHandle], object] | None = None,
 ) -> QuantizedModel:
     """Pack `handle`'s MMDiT (in place) with the store's `weights` and activation plan.
@@ -70,6 +73,7 @@ def load_quantized(
     With `num_steps`, a quant_config calibrated for another schedule is refused here,
     before any work (else at `prepare`/`generate`). `before_install(handle)` runs on the
     still-FP model once every artifact has been read and checked (an FP reference run).
+    `modulation_bits` > 0 rounds the adaLN linears to nearest too (as `taq export` does).
     """
     if not isinstance(store, Store):
         store = Store.open(store, mode="r")
@@ -79,8 +83,37 @@ def load_quantized(
             "pass the store of this model preset"
         )
     weight_set = read_weight_set(store, weights)
-    act = resolve_act(act, store, bool(weight_set.static_activations))
+    act = resolve_act(act, has_quant_config(store), bool(weight_set.static_activations))
     plan = read_activation_plan(store, smoothquant) if act == "timestep" else None
+    return install_artifacts(
+        handle,
+        weight_set,
+        plan,
+        act=act,
+        act_fallback=act_fallback,
+        num_steps=num_steps,
+        scale_dtype=scale_dtype,
+        other_dtype=other_dtype,
+        modulation_bits=modulation_bits,
+        before_install=before_install,
+    )
+
+
+def install_artifacts(
+    handle: ModelHandle,
+    weight_set: WeightSet,
+    plan: ActivationPlan | None,
+    *,
+    act: str,
+    act_fallback: Fallback | None = None,
+    num_steps: int | None = None,
+    scale_dtype: str | mx.Dtype | None = None,
+    other_dtype: str | mx.Dtype | None = None,
+    modulation_bits: int = 0,
+    before_install: Callable[[ModelHandle], object] | None = None,
+) -> QuantizedModel:
+    """Check weights and plan against the model and the schedule, then pack it in place
+    (what a store and an exported checkpoint share once their artifacts are read)."""
     names = [ref.name for ref in check_layer_map(handle.mmdit, weight_set)]
     check_activations(weight_set, plan, act, act_fallback, names)
     if plan is not None and num_steps is not None:
@@ -96,4 +129,5 @@ def load_quantized(
         fallback=act_fallback,
         scale_dtype=_dtype(scale_dtype),
         other_dtype=_dtype(other_dtype),
+        modulation_bits=modulation_bits,
     )

@@ -24,6 +24,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from taq_infer.activations import ActivationQuant, StepContext
+from taq_infer.modulation import pin_modulation, quantize_modulation
 from taq_infer.packed import PackedLinear
 
 ActMode = Literal["none", "static", "timestep"]
@@ -323,10 +324,18 @@ def load_weight_set(
     fallback: Fallback | None = None,
     scale_dtype: mx.Dtype | None = None,
     other_dtype: mx.Dtype | None = None,
+    modulation_bits: int = 0,
 ) -> QuantizedModel:
-    """Install `weights` into `handle`'s MMDiT (in place) and bind the activation mode."""
+    """Install `weights` into `handle`'s MMDiT (in place) and bind the activation mode.
+
+    `modulation_bits` > 0 also rounds the adaLN linears to nearest (`modulation.py`).
+    """
     layers = install_packed(handle.mmdit, weights, scale_dtype)
     if other_dtype is not None:
         keep_other_weights(handle.mmdit, other_dtype)
+        if other_dtype != mx.float32:  # sampling must reload the cast adaLN, not the source's
+            pin_modulation(handle)
+    if modulation_bits:
+        quantize_modulation(handle, modulation_bits, weights.group_size)
     mx.eval(handle.mmdit.parameters())
     return QuantizedModel(handle, weights, layers, act=act, plan=plan, fallback=fallback)

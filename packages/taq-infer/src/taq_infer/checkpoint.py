@@ -1,0 +1,460 @@
+"""What leaves the store: one safetensors checkpoint that plain MLX loads, and its reader.
+
+`export_checkpoint` packs a store's model exactly as `taq-infer --store` does
+(`load_quantized`, weight-only) and writes the MMDiT's parameters as they then are: every
+quantized linear in MLX's `QuantizedLinear` layout (`weight` uint32 codes, `scales`,
+`biases`, `bias`) under its DiffusionKit parameter path, every other parameter as a float
+array. Its safetensors metadata (all `taq.*` keys, JSON values) names the format and its
+version, the producer, the model preset and identity, DiffusionKit's `MMDiTConfig`, the
+quantization map (module path -> group size and bits, what `nn.quantize`'s
+`class_predicate` replays) and AdaRound's static activation scales.
+
+The time-aware activation plan (`quant_config`: per-step bits and scales, post-GELU shifts,
+SmoothQuant vectors) goes to a sidecar, `<name>.actplan.safetensors`, whose sha256 the
+checkpoint records: the shift vectors alone are steps x fc2 layers x width float32 (0.9 MiB
+for tiny-digits, ~32 MiB for SD3-Medium at 28 steps), too much for a JSON header. Weight-only
+and static-activation inference need the checkpoint alone.
+
+`load_checkpoint` rebuilds the preset, refuses a checkpoint of another model or a newer
+format, loads the parameters and installs the same `PackedLinear`s as the store path, so
+both produce bit-identical images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from enum import Enum
+from importlib.metadata import version
+from pathlib import Path
+
+from taq_model.presets import ModelHandle, load_preset
+from taq_model.runs import open_run
+from taq_model.sampling import sigma_schedule, timesteps_for
+from taq_model.taxonomy import quantizable_layers
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten
+
+from taq_infer.activations import ActivationQuant
+from taq_infer.artifacts import (
+    PLAN_ARRAYS,
+    WEIGHT_METHODS,
+    activation_plan_from,
+    has_quant_config,
+    read_weight_set,
+)
+from taq_infer.loading import SCALE_DTYPES, install_artifacts, resolve_act
+from taq_infer.model import (
+    ActivationPlan,
+    Fallback,
+    InferenceError,
+    QuantizedModel,
+    WeightSet,
+    plan_rows,
+)
+from taq_infer.modulation import MODULATION, is_modulation_linear, pin_modulation
+from taq_infer.packed import PackedLinear
+from taq_io import ModelIdentity
+
+FORMAT = "taq.checkpoint"
+FORMAT_VERSION = 1
+PLAN_SUFFIX = ".actplan.safetensors"
+MODULATION_BITS = (0, 2, 3, 4, 5, 6, 8)
+_KEY = "taq."
+
+
+class CheckpointError(InferenceError):
+    """A checkpoint that cannot be exported or loaded as asked; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """`taq export` flags, one to one."""
+
+    store: str
+    output: str
+    weights: str = "adaround"
+    dtype: str = "float16"  # unquantized parameters and the W4 scales/biases
+    modulation_bits: int = 4  # adaLN linears rounded to nearest; 0 keeps them float
+    local_ckpt: str | None = None
+
+    def __post_init__(self) -> None:
+        if not str(self.output).endswith(".safetensors"):
+            raise CheckpointError(f"--output must end in .safetensors, got {self.output}")
+        if self.weights not in WEIGHT_METHODS:
+            raise CheckpointError(f"--weights must be one of {', '.join(WEIGHT_METHODS)}")
+        if self.dtype not in SCALE_DTYPES:
+            raise CheckpointError(f"--dtype must be one of {', '.join(SCALE_DTYPES)}")
+        if self.modulation_bits not in MODULATION_BITS:
+            raise CheckpointError(
+                f"--modulation-bits must be one of {', '.join(map(str, MODULATION_BITS))} "
+                f"(0: float), got {self.modulation_bits}"
+            )
+
+    def store_flags(self) -> str:
+        """The `taq-infer --store` flags that load the same model the checkpoint holds."""
+        flags = f"--weights {self.weights} --scale-dtype {self.dtype} --other-dtype {self.dtype}"
+        if self.modulation_bits:
+            flags += f" --modulation-bits {self.modulation_bits}"
+        return flags
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    output: Path
+    plan: Path | None
+    nbytes: int  # the checkpoint file
+    plan_nbytes: int  # the sidecar (0 without one)
+    float16_nbytes: int  # every MMDiT parameter as float16
+    quantized_layers: int  # taxonomy layers (packed)
+    bits: int  # their weight bits
+    modulation_layers: int  # adaLN linears quantized
+
+    @property
+    def ratio(self) -> float:
+        return self.nbytes / self.float16_nbytes
+
+
+def _config_json(config) -> dict:
+    """`MMDiTConfig` as JSON: enums by name, dtypes by name (`float32`)."""
+    out = {}
+    for item in fields(config):
+        key, value = item.name, getattr(config, item.name)
+        if isinstance(value, Enum):
+            value = value.name
+        elif isinstance(value, mx.Dtype):
+            value = str(value).removeprefix("mlx.core.")
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    return out
+
+
+def float16_nbytes(mmdit: nn.Module) -> int:
+    """Bytes of every MMDiT parameter in float16 (the float checkpoint a user would ship)."""
+    return sum(value.size * 2 for _, value in tree_flatten(mmdit.parameters()))
+
+
+def model_parameters(mmdit: nn.Module) -> list[tuple[str, mx.array]]:
+    """The MMDiT's parameters by path, without the `to_offload` list of adaLN modules that
+    DiffusionKit leaves on the model after caching modulation (they are the blocks' own)."""
+    return [(k, v) for k, v in tree_flatten(mmdit.parameters()) if not k.startswith("to_offload")]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _save(path: Path, arrays: dict[str, mx.array], metadata: dict[str, str]) -> None:
+    """Write next to `path`, then rename: a killed export leaves no half file behind."""
+    partial = path.with_name(f".{path.stem}.partial.safetensors")
+    mx.save_safetensors(str(partial), arrays, metadata=metadata)
+    os.replace(partial, path)
+
+
+def _quantization_map(mmdit: nn.Module) -> dict[str, dict[str, int]]:
+    return {
+        path: {"group_size": module.group_size, "bits": module.bits}
+        for path, module in mmdit.named_modules()
+        if isinstance(module, PackedLinear | nn.QuantizedLinear)
+    }
+
+
+def _plan_arrays(store) -> tuple[dict[str, mx.array], dict[str, str]]:
+    """`quant_config`'s arrays for the sidecar; shifts only for the post-GELU layers."""
+    group = store.require_group("quant_config")
+    arrays = {name: group.read(name) for name in PLAN_ARRAYS}
+    names = arrays.pop("layer_names").tolist()
+    post_gelu = arrays["post_gelu"].astype(bool)
+    arrays["shift"] = arrays["shift"][:, post_gelu]
+    arrays["post_gelu"] = post_gelu.astype(np.uint8)
+    meta = {"layer_names": json.dumps(names), "quant_config": json.dumps(group.identity())}
+    return {k: mx.array(v) for k, v in arrays.items()}, meta
+
+
+def export_checkpoint(config: ExportConfig) -> ExportSummary:
+    """Write the store's packed model (weights `config.weights`) to `config.output`."""
+    store, handle = open_run(config.store, mode="r", local_ckpt=config.local_ckpt)
+    float16_total = float16_nbytes(handle.mmdit)
+    weight_set = read_weight_set(store, config.weights)  # names `taq-adaround optimize` if absent
+    plan = _plan_arrays(store) if has_quant_config(store) else None
+    model = install_artifacts(
+        handle,
+        weight_set,
+        None,
+        act="none",
+        scale_dtype=config.dtype,
+        other_dtype=config.dtype,
+        modulation_bits=config.modulation_bits,
+    )
+    output = Path(config.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    plan_path, plan_meta = None, None
+    if plan is not None:
+        plan_path = output.with_name(output.name.removesuffix(".safetensors") + PLAN_SUFFIX)
+        arrays, meta = plan
+        _save(plan_path, arrays, {f"{_KEY}{k}": v for k, v in meta.items()} | _format_meta())
+        plan_meta = {"file": plan_path.name, "sha256": _sha256(plan_path)}
+    static = weight_set.static_activations
+    quant_map = _quantization_map(handle.mmdit)
+    metadata = _format_meta() | {
+        f"{_KEY}model": json.dumps(handle.identity.to_json()),
+        f"{_KEY}mmdit_config": json.dumps(_config_json(handle.mmdit.config)),
+        f"{_KEY}quantization": json.dumps(
+            {
+                "weights": config.weights,
+                "bits": weight_set.bits,
+                "group_size": weight_set.group_size,
+                "mode": "affine",
+                "dtype": config.dtype,
+                "modulation_bits": config.modulation_bits,
+                "layers": quant_map,
+                "store_flags": config.store_flags(),
+            }
+        ),
+        f"{_KEY}static_activations": json.dumps(
+            {name: [q.bits[0], float(q.scale[0])] for name, q in static.items()}
+        ),
+        f"{_KEY}activation_plan": json.dumps(plan_meta),
+        f"{_KEY}source": json.dumps(
+            {"weights": store.require_group("weights", config.weights).identity()}
+        ),
+    }
+    params = dict(model_parameters(handle.mmdit))
+    _save(output, params, metadata)
+    return ExportSummary(
+        output=output,
+        plan=plan_path,
+        nbytes=output.stat().st_size,
+        plan_nbytes=plan_path.stat().st_size if plan_path else 0,
+        float16_nbytes=float16_total,
+        quantized_layers=len(model.layers),
+        bits=weight_set.bits,
+        modulation_layers=sum(MODULATION in path for path in quant_map),
+    )
+
+
+def _format_meta() -> dict[str, str]:
+    return {
+        f"{_KEY}format": FORMAT,
+        f"{_KEY}format_version": str(FORMAT_VERSION),
+        f"{_KEY}producer": f"taq-infer {version('taq-infer')}",
+    }
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint's arrays and parsed `taq.*` metadata."""
+
+    path: Path
+    arrays: dict[str, mx.array]
+    metadata: dict[str, object]
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity(**self.metadata["model"])
+
+    @property
+    def quantization(self) -> dict:
+        return self.metadata["quantization"]
+
+
+def _load_safetensors(path: Path, what: str) -> tuple[dict[str, mx.array], dict[str, str]]:
+    try:
+        arrays, metadata = mx.load(str(path), return_metadata=True)
+    except (RuntimeError, ValueError, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({reason}): the {what} is truncated or "
+            "corrupt; export it again with `taq export`"
+        ) from None
+    if metadata.get(f"{_KEY}format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a taq {what} (no {_KEY}format "
+            f"{FORMAT!r} in its metadata): make one with `taq export`"
+        )
+    found = metadata.get(f"{_KEY}format_version", "?")
+    if not found.isdigit() or int(found) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has {what} format version {found}, this taq-infer reads up to "
+            f"{FORMAT_VERSION}: upgrade taq-infer (or export again with this taq)"
+        )
+    return arrays, metadata
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and check a checkpoint (format, version, metadata); nothing is installed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {path}: make one with `taq export --store RUN --output {path}`"
+        )
+    arrays, metadata = _load_safetensors(path, "checkpoint")
+    parsed = {
+        key.removeprefix(_KEY): json.loads(value)
+        for key, value in metadata.items()
+        if key.startswith(_KEY) and key.removeprefix(_KEY) not in ("format", "producer")
+    }
+    missing = {"model", "quantization", "static_activations", "activation_plan"} - set(parsed)
+    if missing:
+        raise CheckpointError(f"{path} lacks metadata {sorted(missing)}: export it again")
+    parsed["producer"] = metadata.get(f"{_KEY}producer")
+    return Checkpoint(path, arrays, parsed)
+
+
+def read_plan(checkpoint: Checkpoint, smoothquant: bool = False) -> ActivationPlan:
+    """The checkpoint's time-aware activation plan, from its sidecar."""
+    entry = checkpoint.metadata["activation_plan"]
+    if entry is None:
+        raise CheckpointError(
+            f"{checkpoint.path} has no activation plan (its store had no quant_config): "
+            "pass --act static|none, or run `taq-actstats analyze` and export again"
+        )
+    path = checkpoint.path.with_name(entry["file"])
+    if not path.is_file():
+        raise CheckpointError(
+            f"the activation plan {path} of {checkpoint.path.name} is missing: copy it next to "
+            "the checkpoint, or pass --act static|none"
+        )
+    if _sha256(path) != entry["sha256"]:
+        raise CheckpointError(
+            f"{path} is not the activation plan exported with {checkpoint.path.name} "
+            "(sha256 differs): export both again with `taq export`"
+        )
+    arrays, metadata = _load_safetensors(path, "activation plan")
+    names = json.loads(metadata[f"{_KEY}layer_names"])
+    post_gelu = np.array(arrays["post_gelu"]).astype(bool)
+
+    def read(name: str) -> np.ndarray:
+        if name == "layer_names":
+            return np.array(names)
+        if name == "shift":  # the sidecar holds the post-GELU layers' rows only
+            compact = np.array(arrays["shift"])
+            full = np.zeros((compact.shape[0], len(names), compact.shape[2]), compact.dtype)
+            full[:, post_gelu] = compact
+            return full
+        return np.array(arrays[name])
+
+    return activation_plan_from(read, smoothquant)
+
+
+def _weight_set(checkpoint: Checkpoint, handle: ModelHandle) -> WeightSet:
+    """The taxonomy layers' `QuantizedLinear`s and static scales, checked against the model."""
+    quant = checkpoint.quantization
+    refs = {ref.path: ref for ref in quantizable_layers(handle.mmdit)}
+    layers = {}
+    for path, spec in quant["layers"].items():
+        if MODULATION in path:
+            continue
+        if path not in refs:
+            raise CheckpointError(
+                f"{checkpoint.path} quantizes {path}, which this model lacks: it was made for "
+                "another model preset"
+            )
+        try:
+            weight, scales, biases = (
+                checkpoint.arrays[f"{path}.{key}"] for key in ("weight", "scales", "biases")
+            )
+        except KeyError as err:
+            raise CheckpointError(f"{checkpoint.path} lacks {err}: export it again") from None
+        out_dims, words = weight.shape
+        layer = nn.QuantizedLinear(
+            words * 32 // spec["bits"],
+            out_dims,
+            bias=f"{path}.bias" in checkpoint.arrays,
+            group_size=spec["group_size"],
+            bits=spec["bits"],
+        )
+        layer.weight, layer.scales, layer.biases = weight, scales, biases
+        if "bias" in layer:
+            layer.bias = checkpoint.arrays[f"{path}.bias"]
+        layer.freeze()
+        layers[refs[path].name] = layer
+    static = {
+        name: ActivationQuant.static(scale=scale, bits=bits)
+        for name, (bits, scale) in checkpoint.metadata["static_activations"].items()
+    }
+    return WeightSet(quant["weights"], quant["bits"], quant["group_size"], layers, static)
+
+
+def _load_other_parameters(checkpoint: Checkpoint, handle: ModelHandle, packed: set[str]) -> None:
+    """Quantize the adaLN linears the checkpoint quantized, then load every other parameter."""
+    quant = checkpoint.quantization["layers"]
+    nn.quantize(
+        handle.mmdit,
+        class_predicate=lambda path, module: (
+            quant.get(path, False) if is_modulation_linear(path, module) else False
+        ),
+    )
+
+    def unpacked(key: str) -> bool:
+        return key.rsplit(".", 1)[0] not in packed
+
+    expected = {k: v.shape for k, v in model_parameters(handle.mmdit) if unpacked(k)}
+    given = {k: v for k, v in checkpoint.arrays.items() if unpacked(k)}
+    if set(given) != set(expected):
+        odd = sorted(set(given) ^ set(expected))
+        raise CheckpointError(
+            f"{checkpoint.path} and this model differ in parameters ({', '.join(odd[:2])}"
+            f"{', ...' if len(odd) > 2 else ''}): it was made for another model preset"
+        )
+    for key, value in given.items():
+        if tuple(value.shape) != tuple(expected[key]):
+            raise CheckpointError(
+                f"{checkpoint.path}: {key} has shape {tuple(value.shape)}, this model's "
+                f"{tuple(expected[key])}: it was made for another model preset"
+            )
+    handle.mmdit.load_weights(list(given.items()), strict=False)
+    pin_modulation(handle)  # sampling reloads the checkpoint's adaLN, not the preset's
+
+
+def load_checkpoint(
+    checkpoint: Checkpoint | str | Path,
+    handle: ModelHandle | None = None,
+    *,
+    act: str = "auto",
+    act_fallback: Fallback | None = None,
+    smoothquant: bool = False,
+    num_steps: int | None = None,
+    local_ckpt: str | None = None,
+    before_install: Callable[[ModelHandle], object] | None = None,
+) -> QuantizedModel:
+    """Build the checkpoint's model preset (or use `handle`) and pack it from the file alone.
+
+    The same `PackedLinear`s and activation plan as `load_quantized` on the store the
+    checkpoint came from (with its `store_flags`), so both sample bit-identically.
+    `before_install(handle)` runs on the float preset before any checkpoint array is loaded.
+    """
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = read_checkpoint(checkpoint)
+    expected = checkpoint.identity
+    if handle is None:
+        handle = load_preset(expected.preset, local_ckpt=local_ckpt)
+    if handle.identity != expected:
+        raise CheckpointError(
+            f"{checkpoint.path} was made for {expected}, this model is {handle.identity}: "
+            f"use a checkpoint exported from a store of this model"
+        )
+    weight_set = _weight_set(checkpoint, handle)
+    act = resolve_act(
+        act, checkpoint.metadata["activation_plan"] is not None, bool(weight_set.static_activations)
+    )
+    plan = read_plan(checkpoint, smoothquant) if act == "timestep" else None
+    if plan is not None and num_steps is not None:
+        sigmas = sigma_schedule(num_steps, handle.shift)
+        plan_rows(plan, np.array(timesteps_for(sigmas))[:num_steps], act_fallback)
+    if before_install is not None:
+        before_install(handle)
+    packed = {ref.path for ref in quantizable_layers(handle.mmdit) if ref.name in weight_set.layers}
+    _load_other_parameters(checkpoint, handle, packed)
+    return install_artifacts(handle, weight_set, plan, act=act, act_fallback=act_fallback)

@@ -1,0 +1,205 @@
+"""`taq export` -> one safetensors checkpoint: taq-infer runs from it alone with images
+bit-identical to the store's, plain MLX (DiffusionKit's MMDiT + `nn.quantize` +
+`load_weights`) loads it with outputs identical to taq-infer's weight-only path, and bad
+input is refused in one line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from taq_model.presets import load_preset
+from taq_model.testing import tiny_random_handle
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from taq_actstats.analyze import AnalyzeConfig, analyze_stats
+from taq_actstats.collect import CollectConfig, collect_stats
+from taq_adaround.blockio import CacheConfig, cache_block_io
+from taq_adaround.optimize import optimize_blocks
+from taq_adaround.reconstruct import AdaRoundConfig
+from taq_calib import CalibConfig, calibrate
+from taq_infer import PackedLinear, load_quantized
+from taq_infer.checkpoint import CheckpointError, ExportConfig, export_checkpoint, load_checkpoint
+from taq_io import Store
+
+STEPS = 4
+ENV = {**os.environ, "TAQ_NO_PROGRESS": "1"}
+
+
+def command(module: str, *args) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """tiny-digits through calib -> cache -> optimize -> collect -> analyze, minimal."""
+    handle = load_preset("tiny-digits")
+    store = Store.create(tmp_path_factory.mktemp("export") / "run.zarr", handle.identity)
+    calibrate(handle, store, CalibConfig("tiny-digits", ("digit 3", "digit 8"), 2, STEPS, 3.0))
+    cache_block_io(handle, store, CacheConfig())
+    optimize_blocks(handle, store, AdaRoundConfig(iters=10, batch_size=4, bits_a=8))
+    collect_stats(handle, store, CollectConfig())
+    analyze_stats(handle, store, AnalyzeConfig())
+    return store
+
+
+@pytest.fixture(scope="module")
+def exported(store, tmp_path_factory):
+    """The default (compact) export and a lossless one (float32, float adaLN)."""
+    out = tmp_path_factory.mktemp("ckpt")
+    compact = export_checkpoint(ExportConfig(str(store.path), str(out / "model.safetensors")))
+    exact = ExportConfig(str(store.path), str(out / "exact.safetensors"), dtype="float32")
+    exact = ExportConfig(**{**exact.__dict__, "modulation_bits": 0})
+    return compact, export_checkpoint(exact)
+
+
+def generate(model, act_steps=STEPS):
+    return np.array(model.generate(["digit 3", "digit 5"], [0, 1], act_steps, 3.0))
+
+
+@pytest.mark.parametrize("act", ["timestep", "static", "none"])
+def test_checkpoint_samples_bit_identical_to_store(store, exported, act):
+    compact, exact = exported
+    from_store = load_quantized(load_preset("tiny-digits"), store, act=act, other_dtype="float32")
+    from_file = load_checkpoint(exact.output, act=act)
+    assert np.array_equal(generate(from_store), generate(from_file))
+    twin = load_quantized(
+        load_preset("tiny-digits"),
+        store,
+        act=act,
+        scale_dtype="float16",
+        other_dtype="float16",
+        modulation_bits=4,
+    )
+    first, second = generate(twin), generate(twin)  # adaLN reloads stay the quantized ones
+    assert np.array_equal(first, second)
+    assert np.array_equal(first, generate(load_checkpoint(compact.output, act=act)))
+
+
+def test_default_export_is_under_35_percent_of_float16(exported):
+    compact, exact = exported
+    assert compact.ratio < 0.35, compact.ratio
+    assert exact.ratio > compact.ratio
+    assert compact.plan is not None and compact.plan.exists()
+    assert compact.quantized_layers == 45 and compact.modulation_layers == 9
+
+
+def test_cli_checkpoint_png_equals_store_png(store, exported, tmp_path):
+    _, exact = exported
+    common = ("--prompt", "digit 7", "--steps", STEPS, "--seed", 2)
+    a = command("taq_infer", "--store", store.path, "--output", tmp_path / "a.png", *common)
+    assert a.returncode == 0, a.stderr
+    b = command("taq_infer", "--checkpoint", exact.output, "--output", tmp_path / "b.png", *common)
+    assert b.returncode == 0, b.stderr
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+README = Path(__file__).parents[1] / "packages" / "taq-infer" / "README.md"
+HARNESS = """
+inputs = mx.load("inputs.safetensors")
+model.cache_modulation_params(inputs["pooled"], inputs["timesteps"])
+n = inputs["x"].shape[0]
+outputs = {
+    f"t{i}": model(inputs["x"], inputs["tokens"], mx.broadcast_to(t, [n]))
+    for i, t in enumerate(inputs["timesteps"])
+}
+mx.save_safetensors("outputs.safetensors", outputs)
+"""
+
+
+def readme_snippet() -> str:
+    """The plain-MLX loading snippet of taq-infer's README, as a user would copy it."""
+    text = README.read_text()
+    start = text.index("```python", text.index("## Plain MLX")) + len("```python")
+    return text[start : text.index("```", start)]
+
+
+@pytest.mark.parametrize("which", ["compact", "exact"])
+def test_plain_mlx_loads_the_checkpoint_with_identical_outputs(exported, which, tmp_path):
+    path = exported[0 if which == "compact" else 1].output
+    (tmp_path / "model.safetensors").symlink_to(path)
+    handle = load_preset("tiny-digits")
+    tokens, pooled = handle.encode(["digit 4"]).model_batch(3.0)
+    inputs = {
+        "x": mx.random.normal((2, 16, 16, 1), key=mx.random.key(0)),
+        "tokens": mx.expand_dims(tokens, 2),
+        "pooled": pooled,
+        "timesteps": mx.array([1000.0, 250.0]),
+    }
+    mx.save_safetensors(str(tmp_path / "inputs.safetensors"), inputs)
+    script = tmp_path / "plain.py"
+    script.write_text(readme_snippet() + HARNESS)  # a fresh interpreter, the user's imports
+    done = subprocess.run(
+        [sys.executable, script], cwd=tmp_path, capture_output=True, text=True, env=ENV
+    )
+    assert done.returncode == 0, done.stderr
+    plain = mx.load(str(tmp_path / "outputs.safetensors"))
+
+    PackedLinear.kernel = "quantized"  # MLX's own kernel, as nn.QuantizedLinear uses
+    ours = load_checkpoint(path, handle, act="none").handle.mmdit
+    ours.cache_modulation_params(inputs["pooled"], inputs["timesteps"])
+    for i, t in enumerate(inputs["timesteps"]):
+        out = ours(inputs["x"], inputs["tokens"], mx.broadcast_to(t, [2]))
+        assert np.array_equal(np.array(out), np.array(plain[f"t{i}"]))
+        assert float(mx.abs(out).max()) > 0
+
+
+def test_checkpoint_of_another_model_is_refused(exported):
+    with pytest.raises(CheckpointError, match="was made for tiny-digits"):
+        load_checkpoint(exported[0].output, tiny_random_handle(seed=1))
+
+
+def resave(src, dst, **changes):
+    arrays, meta = mx.load(str(src), return_metadata=True)
+    mx.save_safetensors(str(dst), arrays, metadata={**meta, **changes})
+
+
+def one_line_exit_2(result, *phrases):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+
+
+def test_bad_checkpoints_exit_2_in_one_line(exported, tmp_path):
+    src = exported[0].output
+    infer = ("--prompt", "digit 1", "--steps", STEPS, "--output", tmp_path / "x.png")
+    newer = tmp_path / "newer.safetensors"
+    resave(src, newer, **{"taq.format_version": "2"})
+    one_line_exit_2(command("taq_infer", "--checkpoint", newer, *infer), "upgrade taq-infer")
+    other = tmp_path / "other.safetensors"
+    model = json.dumps({"preset": "tiny-digits", "config_hash": "0123456789abcdef"})
+    resave(src, other, **{"taq.model": model})
+    one_line_exit_2(command("taq_infer", "--checkpoint", other, *infer), "was made for")
+    truncated = tmp_path / "truncated.safetensors"
+    data = src.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    one_line_exit_2(command("taq_infer", "--checkpoint", truncated, *infer), "truncated")
+    flags = command("taq_infer", "--checkpoint", src, "--weights", "rtn", *infer)
+    one_line_exit_2(flags, "--store only")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_export_of_a_store_without_weights_names_the_command(tmp_path):
+    handle = load_preset("tiny-digits")
+    store = Store.create(tmp_path / "bare.zarr", handle.identity)
+    calibrate(handle, store, CalibConfig("tiny-digits", ("digit 1",), 1, 2, 3.0))
+    out = command(
+        "taq_pipeline", "export", "--store", store.path, "--output", tmp_path / "m.safetensors"
+    )
+    one_line_exit_2(out, "taq-adaround optimize")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_cli_export_prints_the_ratio(store, tmp_path):
+    out = command(
+        "taq_pipeline", "export", "--store", store.path, "--output", tmp_path / "m.safetensors"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "% of the float16 MMDiT" in out.stdout and "actplan" in out.stdout

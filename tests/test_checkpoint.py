@@ -23,16 +23,26 @@ from taq_adaround.optimize import optimize_blocks
 from taq_adaround.reconstruct import AdaRoundConfig
 from taq_calib import CalibConfig, calibrate
 from taq_infer import PackedLinear, load_quantized
+from taq_infer import cli as infer_cli
 from taq_infer.checkpoint import CheckpointError, ExportConfig, export_checkpoint, load_checkpoint
 from taq_io import Store
+from taq_pipeline import cli as taq_cli
 
 STEPS = 4
 ENV = {**os.environ, "TAQ_NO_PROGRESS": "1"}
 
 
-def command(module: str, *args) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", module, *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+@pytest.fixture
+def command(capsys):
+    """A console entry point's `main` in this process (as `taq-infer ...`, `taq ...`)."""
+
+    def run(module, *args) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        code = module.main([str(a) for a in args])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(module.__name__, code, out.out, out.err)
+
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +99,12 @@ def test_default_export_is_under_35_percent_of_float16(exported):
     assert compact.quantized_layers == 45 and compact.modulation_layers == 9
 
 
-def test_cli_checkpoint_png_equals_store_png(store, exported, tmp_path):
+def test_cli_checkpoint_png_equals_store_png(store, exported, tmp_path, command):
     _, exact = exported
     common = ("--prompt", "digit 7", "--steps", STEPS, "--seed", 2)
-    a = command("taq_infer", "--store", store.path, "--output", tmp_path / "a.png", *common)
+    a = command(infer_cli, "--store", store.path, "--output", tmp_path / "a.png", *common)
     assert a.returncode == 0, a.stderr
-    b = command("taq_infer", "--checkpoint", exact.output, "--output", tmp_path / "b.png", *common)
+    b = command(infer_cli, "--checkpoint", exact.output, "--output", tmp_path / "b.png", *common)
     assert b.returncode == 0, b.stderr
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
@@ -119,9 +129,8 @@ def readme_snippet() -> str:
     return text[start : text.index("```", start)]
 
 
-@pytest.mark.parametrize("which", ["compact", "exact"])
-def test_plain_mlx_loads_the_checkpoint_with_identical_outputs(exported, which, tmp_path):
-    path = exported[0 if which == "compact" else 1].output
+def test_plain_mlx_loads_the_checkpoint_with_identical_outputs(exported, tmp_path):
+    path = exported[0].output  # W4 adaLN too: every nn.Linear a QuantizedLinear but the embedders
     (tmp_path / "model.safetensors").symlink_to(path)
     handle = load_preset("tiny-digits")
     tokens, pooled = handle.encode(["digit 4"]).model_batch(3.0)
@@ -167,39 +176,35 @@ def one_line_exit_2(result, *phrases):
         assert phrase in lines[0], lines[0]
 
 
-def test_bad_checkpoints_exit_2_in_one_line(exported, tmp_path):
+def test_bad_checkpoints_exit_2_in_one_line(exported, tmp_path, command):
     src = exported[0].output
     infer = ("--prompt", "digit 1", "--steps", STEPS, "--output", tmp_path / "x.png")
     newer = tmp_path / "newer.safetensors"
     resave(src, newer, **{"taq.format_version": "2"})
-    one_line_exit_2(command("taq_infer", "--checkpoint", newer, *infer), "upgrade taq-infer")
+    one_line_exit_2(command(infer_cli, "--checkpoint", newer, *infer), "upgrade taq-infer")
     other = tmp_path / "other.safetensors"
     model = json.dumps({"preset": "tiny-digits", "config_hash": "0123456789abcdef"})
     resave(src, other, **{"taq.model": model})
-    one_line_exit_2(command("taq_infer", "--checkpoint", other, *infer), "was made for")
+    one_line_exit_2(command(infer_cli, "--checkpoint", other, *infer), "was made for")
     truncated = tmp_path / "truncated.safetensors"
     data = src.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
-    one_line_exit_2(command("taq_infer", "--checkpoint", truncated, *infer), "truncated")
-    flags = command("taq_infer", "--checkpoint", src, "--weights", "rtn", *infer)
+    one_line_exit_2(command(infer_cli, "--checkpoint", truncated, *infer), "truncated")
+    flags = command(infer_cli, "--checkpoint", src, "--weights", "rtn", *infer)
     one_line_exit_2(flags, "--store only")
     assert not (tmp_path / "x.png").exists()
 
 
-def test_export_of_a_store_without_weights_names_the_command(tmp_path):
+def test_export_of_a_store_without_weights_names_the_command(tmp_path, command):
     handle = load_preset("tiny-digits")
     store = Store.create(tmp_path / "bare.zarr", handle.identity)
     calibrate(handle, store, CalibConfig("tiny-digits", ("digit 1",), 1, 2, 3.0))
-    out = command(
-        "taq_pipeline", "export", "--store", store.path, "--output", tmp_path / "m.safetensors"
-    )
+    out = command(taq_cli, "export", "--store", store.path, "--output", tmp_path / "m.safetensors")
     one_line_exit_2(out, "taq-adaround optimize")
     assert not (tmp_path / "m.safetensors").exists()
 
 
-def test_cli_export_prints_the_ratio(store, tmp_path):
-    out = command(
-        "taq_pipeline", "export", "--store", store.path, "--output", tmp_path / "m.safetensors"
-    )
+def test_cli_export_prints_the_ratio(store, tmp_path, command):
+    out = command(taq_cli, "export", "--store", store.path, "--output", tmp_path / "m.safetensors")
     assert out.returncode == 0, out.stderr
     assert "% of the float16 MMDiT" in out.stdout and "actplan" in out.stdout

@@ -31,6 +31,9 @@ HELP = {
     "store": "the run's zarr store (created if absent)",
     "model": "model preset: tiny-digits, sd3-medium-random or sd3-medium",
     "local_ckpt": "sd3-medium: DiffusionKit MLX checkpoint (.safetensors) on disk",
+    "t5": "sd3-medium: T5-XXL conditioning from the local Hugging Face cache (else zeros)",
+    "height": "sd3-medium presets: image height in pixels, a multiple of 16 (None: 512)",
+    "width": "sd3-medium presets: image width in pixels, a multiple of 16 (None: 512)",
     "prompts": "text file, one prompt a line (default: the preset's prompts)",
     "num_images": "calibration images (trajectories)",
     "num_steps": "Euler steps of calibration and evaluation (default: the preset's)",
@@ -58,7 +61,8 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     for item in fields(RunConfig):
         flag, text = f"--{item.name.replace('_', '-')}", HELP[item.name]
         if item.type == "bool":
-            parser.add_argument(flag, action="store_true", help=text)
+            toggle = argparse.BooleanOptionalAction
+            parser.add_argument(flag, action=toggle, default=False, help=text)
             continue
         kind = {"int | None": int, "float | None": float, "str | None": str}.get(
             str(item.type), type(item.default)
@@ -73,6 +77,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     if config.num_steps is not None and config.num_steps < 1:
         raise UsageError("--num-steps must be at least 1")
+    _ = config.model_options  # sizes check themselves (ValueError: one line, exit 2)
     if not 2 <= config.bits_w <= 8:
         raise UsageError(f"--bits-w must be in 2..8, got {config.bits_w}")
     if config.cache_stride > (config.num_steps or config.cache_stride):

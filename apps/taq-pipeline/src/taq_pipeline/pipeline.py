@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from taq_model.presets import ModelHandle, load_preset
+from taq_model.presets import ModelHandle, ModelOptions, load_preset
 from taq_model.taxonomy import block_names
 
 from taq_actstats.analyze import AnalyzeConfig, analyze_stats
@@ -36,6 +36,9 @@ class RunConfig:
     store: str = "runs/tiny-digits.zarr"
     model: str = "tiny-digits"
     local_ckpt: str | None = None  # sd3-medium: a DiffusionKit MLX checkpoint on disk
+    t5: bool = False  # sd3-medium: T5-XXL conditioning from the local Hugging Face cache
+    height: int | None = None  # sd3-medium presets: image pixels (multiple of 16)
+    width: int | None = None
     prompts: str | None = None  # a file, one prompt a line; None: the preset's prompts
     num_images: int = 10
     num_steps: int | None = None  # None: the preset's default (30 for tiny-digits)
@@ -59,6 +62,10 @@ class RunConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @property
+    def model_options(self) -> ModelOptions:
+        return ModelOptions(self.t5, self.height, self.width)
 
     @property
     def analyze_config(self) -> AnalyzeConfig:
@@ -168,7 +175,7 @@ def build_stages(config: RunConfig, handle: ModelHandle, store: Store) -> list[S
     steps = config.num_steps or handle.default_steps
     cfg = handle.default_cfg if config.cfg is None else config.cfg
     calib = CalibConfig(
-        config.model, _prompts(config, handle), config.num_images, steps, cfg, config.seed
+        handle.name, _prompts(config, handle), config.num_images, steps, cfg, config.seed
     )
     cache = CacheConfig(stride=config.cache_stride)
     blocks = block_names(handle.mmdit)
@@ -229,7 +236,7 @@ class StaleStageError(StoreError):
 
 
 def open_store(config: RunConfig) -> tuple[Store, ModelHandle]:
-    handle = load_preset(config.model, local_ckpt=config.local_ckpt)
+    handle = load_preset(config.model, local_ckpt=config.local_ckpt, options=config.model_options)
     return Store.open_or_create(config.store, handle.identity), handle
 
 

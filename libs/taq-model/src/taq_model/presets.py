@@ -21,6 +21,7 @@ from enum import Enum
 from pathlib import Path
 
 from taq_model.compat import import_diffusionkit
+from taq_model.options import ModelOptions, OptionsError, merge, missing_t5_files, parse_spec
 from taq_model.sampling import (
     Conditioning,
     initial_noise,
@@ -342,21 +343,35 @@ SD3_HELP = (
 )
 
 
-def build_sd3(local_ckpt: str | None = None) -> Sd3Handle:
+def _check_t5() -> None:
+    missing = missing_t5_files()
+    if missing:
+        raise ModelError(
+            f"--t5 needs T5-XXL in the local Hugging Face cache, which lacks {', '.join(missing)}"
+            " (nothing is downloaded at run time): fetch them on a machine with network "
+            "(`huggingface-cli download argmaxinc/stable-diffusion t5/t5xxl.safetensors` and "
+            "`huggingface-cli download google/t5-v1_1-xxl`), or pass --no-t5"
+        )
+
+
+def build_sd3(local_ckpt: str | None = None, options: ModelOptions | None = None) -> Sd3Handle:
+    options = options or ModelOptions()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if local_ckpt and not Path(local_ckpt).exists():
         raise ModelError(f"checkpoint {local_ckpt} does not exist; {SD3_HELP}")
+    if options.t5:
+        _check_t5()
     dk = import_diffusionkit()
     try:
         pipeline = dk.DiffusionPipeline(
-            shift=3.0, use_t5=False, low_memory_mode=False, local_ckpt=local_ckpt
+            shift=3.0, use_t5=options.t5, low_memory_mode=False, local_ckpt=local_ckpt
         )
     except Exception as err:  # any missing file surfaces as a hub/OS error
         raise ModelError(f"{SD3_HELP} ({type(err).__name__})") from None
     return Sd3Handle(
-        name="sd3-medium",
+        name=options.spec("sd3-medium", SD3_PIXELS),
         mmdit=pipeline.mmdit,
-        latent_shape=(64, 64, 16),
+        latent_shape=options.latent_shape(SD3_LATENTS),
         default_steps=28,
         default_cfg=5.0,
         shift=3.0,
@@ -367,6 +382,8 @@ def build_sd3(local_ckpt: str | None = None) -> Sd3Handle:
 
 
 PRESETS = ("tiny-digits", "sd3-medium-random", "sd3-medium")
+SD3_LATENTS = (64, 64, 16)
+SD3_PIXELS = (512, 512)
 
 
 def load_preset(
@@ -375,14 +392,39 @@ def load_preset(
     weights: str | None = None,
     local_ckpt: str | None = None,
     seed: int = 0,
+    options: ModelOptions | None = None,
 ) -> ModelHandle:
-    """Build a preset by name; unknown names raise `ModelError` listing the valid ones."""
-    if name == "tiny-digits":
+    """Build a preset by name; unknown names raise `ModelError` listing the valid ones.
+
+    `name` may carry SD3 options as stores record them (`sd3-medium@1024x768+t5`,
+    `options.py`); `options` are the same from flags.
+    """
+    base, from_name = parse_spec(name)
+    try:
+        options = merge(name, from_name, options)
+    except OptionsError as err:
+        raise ModelError(str(err)) from None
+    if base == "tiny-digits":
+        if not options.is_default:
+            raise ModelError(
+                "tiny-digits has a fixed 16x16 latent and no T5: --t5, --height and --width "
+                "apply to the sd3-medium presets"
+            )
         return build_tiny_digits(weights)
-    if name == "sd3-medium-random":
-        return build_random(sd3_config(), (64, 64, 16), name="sd3-medium-random", seed=seed)
-    if name == "sd3-medium":
-        return build_sd3(local_ckpt)
+    if base == "sd3-medium-random":
+        if options.t5:
+            raise ModelError(
+                "sd3-medium-random has seeded pseudo-embeddings, no text encoders: --t5 "
+                "applies to sd3-medium"
+            )
+        return build_random(
+            sd3_config(),
+            options.latent_shape(SD3_LATENTS),
+            name=options.spec("sd3-medium-random", SD3_PIXELS),
+            seed=seed,
+        )
+    if base == "sd3-medium":
+        return build_sd3(local_ckpt, options)
     raise ModelError(f"unknown model preset {name!r}: choose one of {', '.join(PRESETS)}")
 
 
@@ -392,5 +434,6 @@ __all__ = [
     "ModelError",
     "ModelHandle",
     "ModelIdentity",
+    "ModelOptions",
     "load_preset",
 ]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from taq_model.cli_support import UsageError, add_version_flag, run_cli
-from taq_model.presets import DEFAULT_PRESET, PRESETS, load_preset
+from taq_model.presets import DEFAULT_PRESET, PRESETS, ModelOptions, load_preset
 
 from taq_calib.calibrate import CalibConfig, calibrate
 from taq_io import Store, StoreError
@@ -19,6 +19,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", type=Path, required=True, help="the run's zarr store (directory)")
     p.add_argument("--model", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--local-ckpt", default=None, help="sd3-medium: MLX checkpoint file")
+    p.add_argument(
+        "--t5",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="sd3-medium: T5-XXL conditioning from the local Hugging Face cache (else zeros)",
+    )
+    p.add_argument("--height", type=int, default=None, help="sd3-medium presets: pixels [512]")
+    p.add_argument("--width", type=int, default=None, help="sd3-medium presets: pixels [512]")
     p.add_argument("--prompts", type=Path, default=None, help="file, one prompt per line")
     p.add_argument("--num-images", type=int, default=None, help="default: one per prompt")
     p.add_argument("--num-steps", type=int, default=None, help="default: the preset's")
@@ -53,7 +61,11 @@ def check_flags(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     check_flags(args)
     prompts = read_prompts(args.prompts) if args.prompts else None
-    handle = load_preset(args.model, local_ckpt=args.local_ckpt)
+    try:
+        options = ModelOptions(args.t5, args.height, args.width)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    handle = load_preset(args.model, local_ckpt=args.local_ckpt, options=options)
     prompts = prompts or tuple(handle.default_prompts)
     handle.validate_prompts(prompts)
     try:

@@ -24,7 +24,13 @@ from taq_adaround.reconstruct import AdaRoundConfig
 from taq_calib import CalibConfig, calibrate
 from taq_infer import PackedLinear, load_quantized
 from taq_infer import cli as infer_cli
-from taq_infer.checkpoint import CheckpointError, ExportConfig, export_checkpoint, load_checkpoint
+from taq_infer.checkpoint import (
+    CheckpointError,
+    ExportConfig,
+    export_checkpoint,
+    load_checkpoint,
+    projected_nbytes,
+)
 from taq_io import Store
 from taq_pipeline import cli as taq_cli
 
@@ -97,6 +103,15 @@ def test_default_export_is_under_35_percent_of_float16(exported):
     assert exact.ratio > compact.ratio
     assert compact.plan is not None and compact.plan.exists()
     assert compact.quantized_layers == 45 and compact.modulation_layers == 9
+
+
+def test_projected_bytes_match_the_files(exported):
+    mmdit = load_preset("tiny-digits").mmdit
+    compact, exact = exported
+    for summary, dtype, modulation_bits in ((compact, "float16", 4), (exact, "float32", 0)):
+        arrays = mx.load(str(summary.output))
+        written = sum(a.nbytes for a in arrays.values())
+        assert projected_nbytes(mmdit, 4, 64, dtype, modulation_bits) == written
 
 
 def test_cli_checkpoint_png_equals_store_png(store, exported, tmp_path, command):

@@ -147,6 +147,39 @@ def model_parameters(mmdit: nn.Module) -> list[tuple[str, mx.array]]:
     return [(k, v) for k, v in tree_flatten(mmdit.parameters()) if not k.startswith("to_offload")]
 
 
+def projected_nbytes(
+    mmdit: nn.Module,
+    bits: int = 4,
+    group_size: int = 64,
+    dtype: str = "float16",
+    modulation_bits: int = 4,
+) -> int:
+    """Tensor bytes `export_checkpoint` writes for a float `mmdit` (the header aside).
+
+    From parameter shapes only, so DiffusionKit's real configs can be projected without
+    weights (MLX builds them lazily): taxonomy layers as `bits`-bit codes with `dtype`
+    scales and biases per group and their float32 bias; adaLN linears likewise at
+    `modulation_bits` (0: `dtype`) with a `dtype` bias; every other parameter in `dtype`.
+    """
+    width = mx.float16.size if dtype == "float16" else mx.float32.size
+    packed = {ref.path for ref in quantizable_layers(mmdit)}
+    total = 0
+    for path, value in model_parameters(mmdit):
+        module, kind = path.rsplit(".", 1)
+        layer_bits = bits if module in packed else modulation_bits if MODULATION in module else 0
+        if not layer_bits:
+            total += value.size * width
+        elif kind == "weight":
+            out_dims, in_dims = value.shape
+            total += (
+                out_dims * in_dims * layer_bits // 8
+                + 2 * out_dims * (in_dims // group_size) * width
+            )
+        else:  # the linear's bias: float32 for packed layers (kept as the model has it)
+            total += value.size * (value.dtype.size if module in packed else width)
+    return total
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from taq_model.presets import load_preset
-from taq_model.testing import tiny_random_handle
+from taq_model.testing import tiny_flux_handle, tiny_random_handle
 
 import mlx.core as mx
 import numpy as np
@@ -22,7 +22,7 @@ from taq_adaround.blockio import CacheConfig, cache_block_io
 from taq_adaround.optimize import optimize_blocks
 from taq_adaround.reconstruct import AdaRoundConfig
 from taq_calib import CalibConfig, calibrate
-from taq_infer import PackedLinear, load_quantized
+from taq_infer import PackedLinear, load_quantized, rtn_weight_set
 from taq_infer import cli as infer_cli
 from taq_infer.checkpoint import (
     CheckpointError,
@@ -30,6 +30,7 @@ from taq_infer.checkpoint import (
     export_checkpoint,
     load_checkpoint,
     projected_nbytes,
+    write_checkpoint,
 )
 from taq_io import Store
 from taq_pipeline import cli as taq_cli
@@ -171,6 +172,41 @@ def test_plain_mlx_loads_the_checkpoint_with_identical_outputs(exported, tmp_pat
         out = ours(inputs["x"], inputs["tokens"], mx.broadcast_to(t, [2]))
         assert np.array_equal(np.array(out), np.array(plain[f"t{i}"]))
         assert float(mx.abs(out).max()) > 0
+
+
+def plain_forward(model, inputs) -> list[mx.array]:
+    model.cache_modulation_params(inputs["pooled"], inputs["timesteps"])
+    n = inputs["x"].shape[0]
+    return [
+        model(inputs["x"], inputs["tokens"], mx.broadcast_to(t, [n])) for t in inputs["timesteps"]
+    ]
+
+
+def test_flux_like_checkpoint_loads_in_plain_mlx_identically(tmp_path, monkeypatch):
+    """Unified blocks and rotary embeddings through packing, export and the README's load
+    (RTN weights: the store stages do not handle unified blocks yet)."""
+    handle = tiny_flux_handle(seed=2)
+    config = ExportConfig("", str(tmp_path / "model.safetensors"))
+    summary = write_checkpoint(handle, rtn_weight_set(handle), config)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(readme_snippet(), namespace)  # the user's code, in this process
+    fresh = tiny_flux_handle(seed=2)
+    tokens, pooled = fresh.encode(["a red cube"]).model_batch(3.0)
+    inputs = {
+        "x": mx.random.normal((2, 8, 8, 4), key=mx.random.key(1)),
+        "tokens": mx.expand_dims(tokens, 2),
+        "pooled": pooled,
+        "timesteps": mx.array([1000.0, 500.0]),
+    }
+    PackedLinear.kernel = "quantized"
+    loaded = load_checkpoint(summary.output, fresh, act="none")
+    assert "uni1.unified.mlp.fc2" in loaded.layers
+    ours = loaded.handle.mmdit
+    for a, b in zip(
+        plain_forward(namespace["model"], inputs), plain_forward(ours, inputs), strict=True
+    ):
+        assert np.array_equal(np.array(a), np.array(b))
 
 
 def test_checkpoint_of_another_model_is_refused(exported):

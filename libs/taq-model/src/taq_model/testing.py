@@ -40,6 +40,37 @@ def tiny_random_handle(seed: int = 1, depth: int = 2, hidden: int = 64) -> Rando
     return build_random(config, (8, 8, 4), name="tiny-random", num_tokens=6, seed=seed)
 
 
+def tiny_flux_config(depth_multimodal: int = 1, depth_unified: int = 2, hidden: int = 64):
+    """FLUX.1's block kinds and positional encodings at toy size: MM blocks then unified
+    blocks, rotary embeddings (head dim 32 = 8 + 12 + 12), QK RMSNorm, reshape patchify."""
+    import_diffusionkit()
+    from diffusionkit.mlx.config import MMDiTConfig, PositionalEncoding
+
+    return MMDiTConfig(
+        num_heads=2,
+        depth_multimodal=depth_multimodal,
+        depth_unified=depth_unified,
+        hidden_size_override=hidden,
+        pos_embed_type=PositionalEncoding.PreSDPARope,
+        rope_axes_dim=(8, 12, 12),
+        use_qk_norm=True,
+        patchify_via_reshape=True,
+        max_latent_resolution=16,
+        vae_latent_dim=4,
+        pooled_text_embed_dim=32,
+        token_level_text_embed_dim=32,
+        dtype=mx.float32,
+        float16_dtype=mx.float32,
+        low_memory_mode=False,
+    )
+
+
+def tiny_flux_handle(seed: int = 1) -> RandomHandle:
+    """A FLUX-like MMDiT (1 MM + 2 unified blocks, RoPE) on 8x8x4 latents, 6 text tokens."""
+    config = tiny_flux_config()
+    return build_random(config, (8, 8, 4), name="tiny-flux", num_tokens=6, seed=seed)
+
+
 def diffusionkit_trajectory(
     handle: ModelHandle, prompt: str, seed: int, num_steps: int, cfg: float
 ) -> tuple[np.ndarray, np.ndarray]:

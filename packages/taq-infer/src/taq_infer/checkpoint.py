@@ -218,9 +218,23 @@ def _plan_arrays(store) -> tuple[dict[str, mx.array], dict[str, str]]:
 def export_checkpoint(config: ExportConfig) -> ExportSummary:
     """Write the store's packed model (weights `config.weights`) to `config.output`."""
     store, handle = open_run(config.store, mode="r", local_ckpt=config.local_ckpt)
-    float16_total = float16_nbytes(handle.mmdit)
     weight_set = read_weight_set(store, config.weights)  # names `taq-adaround optimize` if absent
     plan = _plan_arrays(store) if has_quant_config(store) else None
+    source = {"weights": store.require_group("weights", config.weights).identity()}
+    return write_checkpoint(handle, weight_set, config, plan=plan, source=source)
+
+
+def write_checkpoint(
+    handle: ModelHandle,
+    weight_set: WeightSet,
+    config: ExportConfig,
+    *,
+    plan: tuple[dict[str, mx.array], dict[str, str]] | None = None,
+    source: dict | None = None,
+) -> ExportSummary:
+    """Pack `handle` (in place) with `weight_set` as `config` says and write the checkpoint
+    (and the activation plan's sidecar, given `plan`). `config.store` is only recorded."""
+    float16_total = float16_nbytes(handle.mmdit)
     model = install_artifacts(
         handle,
         weight_set,
@@ -245,7 +259,7 @@ def export_checkpoint(config: ExportConfig) -> ExportSummary:
         f"{_KEY}mmdit_config": json.dumps(_config_json(handle.mmdit.config)),
         f"{_KEY}quantization": json.dumps(
             {
-                "weights": config.weights,
+                "weights": weight_set.method,
                 "bits": weight_set.bits,
                 "group_size": weight_set.group_size,
                 "mode": "affine",
@@ -259,12 +273,9 @@ def export_checkpoint(config: ExportConfig) -> ExportSummary:
             {name: [q.bits[0], float(q.scale[0])] for name, q in static.items()}
         ),
         f"{_KEY}activation_plan": json.dumps(plan_meta),
-        f"{_KEY}source": json.dumps(
-            {"weights": store.require_group("weights", config.weights).identity()}
-        ),
+        f"{_KEY}source": json.dumps(source or {}),
     }
-    params = dict(model_parameters(handle.mmdit))
-    _save(output, params, metadata)
+    _save(output, dict(model_parameters(handle.mmdit)), metadata)
     return ExportSummary(
         output=output,
         plan=plan_path,

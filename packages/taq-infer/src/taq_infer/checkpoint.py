@@ -11,7 +11,7 @@ quantization map (module path -> group size and bits, what `nn.quantize`'s
 
 The time-aware activation plan (`quant_config`: per-step bits and scales, post-GELU shifts,
 SmoothQuant vectors) goes to a sidecar, `<name>.actplan.safetensors`, whose sha256 the
-checkpoint records: the shift vectors alone are steps x fc2 layers x width float32 (0.9 MiB
+checkpoint records: the shift vectors alone are steps x fc2 layers x width float32 (0.4 MiB
 for tiny-digits, ~32 MiB for SD3-Medium at 28 steps), too much for a JSON header. Weight-only
 and static-activation inference need the checkpoint alone.
 

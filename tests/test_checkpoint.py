@@ -145,7 +145,7 @@ def readme_snippet() -> str:
     return text[start : text.index("```", start)]
 
 
-def test_plain_mlx_loads_the_checkpoint_with_identical_outputs(exported, tmp_path):
+def test_plain_mlx_loads_the_checkpoint_with_identical_outputs(exported, tmp_path, monkeypatch):
     path = exported[0].output  # W4 adaLN too: every nn.Linear a QuantizedLinear but the embedders
     (tmp_path / "model.safetensors").symlink_to(path)
     handle = load_preset("tiny-digits")
@@ -165,7 +165,7 @@ def test_plain_mlx_loads_the_checkpoint_with_identical_outputs(exported, tmp_pat
     assert done.returncode == 0, done.stderr
     plain = mx.load(str(tmp_path / "outputs.safetensors"))
 
-    PackedLinear.kernel = "quantized"  # MLX's own kernel, as nn.QuantizedLinear uses
+    monkeypatch.setattr(PackedLinear, "kernel", "quantized")  # MLX's kernel, as nn.QuantizedLinear
     ours = load_checkpoint(path, handle, act="none").handle.mmdit
     ours.cache_modulation_params(inputs["pooled"], inputs["timesteps"])
     for i, t in enumerate(inputs["timesteps"]):
@@ -199,7 +199,7 @@ def test_flux_like_checkpoint_loads_in_plain_mlx_identically(tmp_path, monkeypat
         "pooled": pooled,
         "timesteps": mx.array([1000.0, 500.0]),
     }
-    PackedLinear.kernel = "quantized"
+    monkeypatch.setattr(PackedLinear, "kernel", "quantized")
     loaded = load_checkpoint(summary.output, fresh, act="none")
     assert "uni1.unified.mlp.fc2" in loaded.layers
     ours = loaded.handle.mmdit

@@ -7,6 +7,7 @@ up-to-date groups with `Store.require_group`.
 
 from taq_io.dtypes import from_bfloat16_bits, to_bfloat16_bits
 from taq_io.errors import (
+    CorruptGroupError,
     CorruptStoreError,
     GroupConflictError,
     GroupIncompleteError,
@@ -17,6 +18,7 @@ from taq_io.errors import (
     StaleGroupError,
     StoreError,
     StoreExistsError,
+    StoreLockedError,
     StoreNotFoundError,
     StoreNotWritableError,
     UnitNotDoneError,
@@ -31,6 +33,7 @@ __all__ = [
     "GROUPS",
     "SCHEMA_VERSION",
     "ArraySpec",
+    "CorruptGroupError",
     "CorruptStoreError",
     "GroupConflictError",
     "GroupIncompleteError",
@@ -47,6 +50,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreExistsError",
+    "StoreLockedError",
     "StoreNotFoundError",
     "StoreNotWritableError",
     "StoreStatus",

@@ -32,6 +32,14 @@ class StoreNotWritableError(StoreError):
     """The store cannot be created or written at the path."""
 
 
+class StoreLockedError(StoreError):
+    """Another process is writing the store (one writer at a time)."""
+
+
+class CorruptGroupError(StoreError):
+    """A committed group's data is missing, unreadable (checksum) or not finite."""
+
+
 class StoreExistsError(StoreError):
     """A store is already at the path and overwriting was not asked for."""
 

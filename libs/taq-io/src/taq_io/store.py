@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import weakref
 from collections.abc import Mapping
 from importlib.metadata import version
 from pathlib import Path
@@ -34,6 +35,7 @@ from taq_io.errors import (
 )
 from taq_io.group import GroupMeta, StageGroup
 from taq_io.identity import ModelIdentity, config_hash
+from taq_io.lock import LOCK_FILE, WriterLock, lock_for
 from taq_io.schema import ATTRS_KEY, GROUPS, SCHEMA_NAME, SCHEMA_VERSION, GroupSpec
 
 CREATED_BY = f"taq-io {version('taq-io')}"
@@ -44,24 +46,45 @@ FIRST_COMMAND = GROUPS["calib"].command
 class Store:
     """An open taq store. Use `Store.create`, `Store.open` or `Store.open_or_create`."""
 
-    def __init__(self, path: Path, root: zarr.Group, model: ModelIdentity, schema_version: str):
+    def __init__(
+        self,
+        path: Path,
+        root: zarr.Group,
+        model: ModelIdentity,
+        schema_version: str,
+        lock: WriterLock | None = None,
+    ):
         self.path = path
         self.model = model
         self.schema_version = schema_version
         self._root = root
+        self._lock = lock
+        if lock is not None:  # released when the store is closed or collected
+            self._release = weakref.finalize(self, lock.release)
+
+    def close(self) -> None:
+        """Release the writer lock (a store opened for writing holds it until then)."""
+        if self._lock is not None:
+            self._release()
+            self._lock = None
 
     @classmethod
     def create(cls, path: str | Path, model: ModelIdentity, overwrite: bool = False) -> Store:
         """A new, empty store at `path` (a missing or empty directory, or a taq store to
-        replace when `overwrite`). Never removes a directory that is not a taq store."""
+        replace when `overwrite`). Never removes a directory that is not a taq store.
+        The new store holds the writer lock (see `taq_io.lock`)."""
         path = Path(path)
-        if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        lock = None
+        if path.exists() and not _is_empty_dir(path):
             _read_root_record(path)  # refuses what is not a taq store
             if not overwrite:
                 raise StoreExistsError(
                     f"{path} is already a taq store: open it, or pass --overwrite to replace it"
                 )
-            shutil.rmtree(path)
+            lock = _acquire(path)
+            for child in path.iterdir():  # keep the lock file: it is what we hold
+                if child.name != LOCK_FILE:
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         record = {
             "schema": SCHEMA_NAME,
             "schema_version": SCHEMA_VERSION,
@@ -69,15 +92,23 @@ class Store:
             "created_by": CREATED_BY,
         }
         try:
+            if lock is None:
+                path.mkdir(parents=True, exist_ok=True)
+                lock = _acquire(path)
+            # "a", not "w": "w" would clear the directory, lock file included
             root = zarr.open_group(
-                store=LocalStore(path), mode="w", zarr_format=3, attributes={ATTRS_KEY: record}
+                store=LocalStore(path), mode="a", zarr_format=3, attributes={ATTRS_KEY: record}
             )
+            if root.attrs.get(ATTRS_KEY) != record:  # a record left by a create that died
+                root.attrs.put({ATTRS_KEY: record})
         except OSError as error:
+            if lock is not None:
+                lock.release()
             raise StoreNotWritableError(
                 f"cannot create a store at {path} ({error.strerror or error}): "
                 "pass a writable --store path"
             ) from error
-        return cls(path, root, model, SCHEMA_VERSION)
+        return cls(path, root, model, SCHEMA_VERSION, lock)
 
     @classmethod
     def open(
@@ -86,7 +117,8 @@ class Store:
         model: ModelIdentity | None = None,
         mode: Literal["r", "r+"] = "r",
     ) -> Store:
-        """Open an existing store; with `model`, refuse a store made for another model."""
+        """Open an existing store; with `model`, refuse a store made for another model.
+        `mode="r+"` takes the writer lock (refused while another process writes the store)."""
         path = Path(path)
         record = _read_root_record(path)
         stored_model = ModelIdentity(**record["model"])
@@ -94,18 +126,29 @@ class Store:
             raise ModelMismatchError(
                 f"{path} is for model {stored_model}, you asked for {model}: use another --store"
             )
+        lock = None
         if mode == "r+":
             _check_writable(path)
+            lock = _acquire(path)
         root = zarr.open_group(
             store=LocalStore(path, read_only=mode == "r"), mode=mode, zarr_format=3
         )
-        return cls(path, root, stored_model, record["schema_version"])
+        return cls(path, root, stored_model, record["schema_version"], lock)
+
+    @staticmethod
+    def recorded_model(path: str | Path) -> ModelIdentity | None:
+        """The model the store at `path` was made for (None: no store there yet), read from
+        its root record alone, so a wrong `--model` is refused before the model is built."""
+        path = Path(path)
+        if not path.exists() or _is_empty_dir(path):
+            return None
+        return ModelIdentity(**_read_root_record(path)["model"])
 
     @classmethod
     def open_or_create(cls, path: str | Path, model: ModelIdentity) -> Store:
         """What a writing stage wants: the store at `path` for `model`, created if absent."""
         path = Path(path)
-        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        if not path.exists() or _is_empty_dir(path):
             return cls.create(path, model)
         return cls.open(path, model, mode="r+")
 
@@ -252,6 +295,17 @@ def _difference(existing: StageGroup, wanted: GroupMeta, sizes: dict[str, int]) 
     if existing.sizes != asked:
         return f"has sizes {existing.sizes}, you asked for {asked}"
     return None
+
+
+def _is_empty_dir(path: Path) -> bool:
+    """An empty directory, or one holding only a lock file (a create that died early)."""
+    return path.is_dir() and all(child.name == LOCK_FILE for child in path.iterdir())
+
+
+def _acquire(path: Path) -> WriterLock:
+    lock = lock_for(path)
+    lock.acquire()
+    return lock
 
 
 def _read_root_record(path: Path) -> dict:

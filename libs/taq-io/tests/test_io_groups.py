@@ -271,7 +271,9 @@ def test_arrays_on_disk_have_dimension_names_chunks_and_fill(store: Store) -> No
         metadata = json.loads((store.path / "calib" / name / "zarr.json").read_text())
         assert metadata["dimension_names"] == list(spec.dims), name
         assert metadata["shape"] == [sizes[d] for d in spec.dims], name
-        assert metadata["attributes"] == {"taq": {"dtype": spec.dtype}}, name
+        assert metadata["attributes"] == {"taq": {"dtype": spec.dtype, "every_chunk": True}}
+        zstd = [c for c in metadata["codecs"] if c["name"] == "zstd"]
+        assert zstd and zstd[0]["configuration"]["checksum"] is True, name
     latents = json.loads((store.path / "calib" / "latents" / "zarr.json").read_text())
     assert latents["chunk_grid"]["configuration"]["chunk_shape"] == [1, sizes["step"], 4, 4, 1]
     assert (latents["data_type"], latents["fill_value"]) == ("float32", "NaN")

@@ -21,7 +21,8 @@ from taq_infer import InferenceError
 from taq_infer.artifacts import WEIGHT_METHODS
 from taq_infer.checkpoint import ExportConfig, export_checkpoint
 from taq_infer.loading import SCALE_DTYPES
-from taq_io import StaleGroupError, Store, StoreError, describe
+from taq_io import STALE, Store, StoreError, describe
+from taq_io.integrity import verify_group
 from taq_pipeline.evaluate import VARIANTS, EvalConfig, evaluate, load_eval, read_results
 from taq_pipeline.pipeline import RunConfig, report_dir, run_stages
 from taq_pipeline.report import NOTE, record_timings, write_report
@@ -164,22 +165,29 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def store_health(path: str) -> list[str]:
-    """Each group complete / partial / stale, plus the evaluation and report files."""
+def store_health(path: str, verify: bool = False) -> list[str]:
+    """Each group complete / partial / stale (through the whole chain of inputs), plus the
+    evaluation and report files; with `verify`, every chunk read and each bad one listed."""
     status = describe(path)
     store = Store.open(path, mode="r")
     lines = [f"{status.path}: schema {status.schema_version}, model {status.model}"]
+    bad = 0
     for group in status.groups:
         text = str(group)
-        if group.complete:
-            kind, _, name = group.path.partition("/")
-            try:
-                store.require_group(kind, name or None)
-            except StaleGroupError as error:
-                text = text.replace("complete", "STALE", 1) + f" ({error})"
+        kind, _, name = group.path.partition("/")
+        found = store.state(kind, name or None)
+        if found.state == STALE:
+            state = "complete" if group.complete else "partial"
+            text = text.replace(state, "STALE", 1) + f" ({found.detail})"
         lines.append(f"  {text}")
+        if verify:
+            problems = verify_group(found.group)
+            bad += len(problems)
+            lines += [f"    BAD: {problem}" for problem in problems]
     if not status.groups:
         lines.append("  no groups yet: run `taq run`")
+    if verify:
+        lines.append(f"  verify: {bad} bad chunk(s)" if bad else "  verify: every chunk reads")
     out = report_dir(path)
     record = load_eval(out / EVAL_FILE)
     done = len(record["variants"]) if record else 0
@@ -190,11 +198,16 @@ def store_health(path: str) -> list[str]:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    if args.verify and not args.store:
+        raise UsageError("--verify checks a store: pass --store PATH")
     print("\n".join(line for line in environment_report().lines() if line))
     if args.store:
         if not Path(args.store).exists():
             raise UsageError(f"no store at {args.store}")
-        print("\n".join(store_health(args.store)))
+        lines = store_health(args.store, verify=args.verify)
+        print("\n".join(lines))
+        if args.verify and not lines[-3].endswith("every chunk reads"):
+            return 1
     return 0
 
 
@@ -262,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=_export)
     doctor = sub.add_parser("doctor", help="device, BLAS, versions, store health")
     doctor.add_argument("--store", default=None)
+    doctor.add_argument(
+        "--verify", action="store_true", help="read every chunk of the store, list bad ones"
+    )
     doctor.set_defaults(func=_doctor)
     return parser
 

@@ -24,9 +24,16 @@ from taq_adaround.blockio import CacheConfig, cache_block_io
 from taq_adaround.optimize import optimize_blocks
 from taq_adaround.reconstruct import AdaRoundConfig
 from taq_calib import CalibConfig, calibrate
-from taq_io import StageGroup, StaleGroupError, Store, StoreError, config_hash
-
-MISSING, PARTIAL, COMPLETE, STALE = "missing", "partial", "complete", "stale"
+from taq_io import (
+    COMPLETE,
+    MISSING,
+    PARTIAL,
+    STALE,
+    StageGroup,
+    Store,
+    StoreError,
+    config_hash,
+)
 
 
 @dataclass(frozen=True)
@@ -127,35 +134,14 @@ def _canon(value):
 
 
 def _group_state(store: Store, group: StageGroup | None, path: str, wanted: dict) -> StageState:
-    if group is None:
-        return StageState(MISSING)
-    if group.meta.config_hash != config_hash(wanted):
+    """`Store.state` (staleness through the whole chain), with the changed flags named."""
+    if group is not None and group.meta.config_hash != config_hash(wanted):
         return StageState(
             STALE, f"`{path}` was made with {_changed_fields(group.meta.config, wanted)}"
         )
-    changed = _changed_input(store, group)
-    if changed:
-        return StageState(STALE, f"`{path}` was made from an earlier {changed}")
-    if not group.meta.complete:
-        done = int(group.done_mask().sum())
-        return StageState(PARTIAL, f"`{path}` {done}/{group.total_units} {group.spec.unit}s done")
-    return StageState(COMPLETE)
-
-
-def _changed_input(store: Store, group: StageGroup) -> str | None:
-    """The input group that changed (or went missing) since `group` was made from it."""
-    current = {g.path: g for g in store.groups()}
-    for path, recorded in group.meta.inputs.items():
-        source = current.get(path)
-        if source is None or not source.meta.complete or source.identity() != recorded:
-            return f"`{path}`"
-    if group.meta.complete:
-        kind, _, name = group.path.partition("/")
-        try:
-            store.require_group(kind, name or None)
-        except StaleGroupError:
-            return "input"
-    return None
+    kind, _, name = path.partition("/")
+    found = store.state(kind, name or None, config=wanted)
+    return StageState(found.state, found.detail)
 
 
 def _prompts(config: RunConfig, handle: ModelHandle) -> tuple[str, ...]:

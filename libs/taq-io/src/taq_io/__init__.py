@@ -27,10 +27,14 @@ from taq_io.group import GroupMeta, GroupStatus, StageGroup
 from taq_io.health import StoreStatus, describe
 from taq_io.identity import ModelIdentity, config_hash
 from taq_io.schema import GROUPS, SCHEMA_VERSION, ArraySpec, GroupSpec
-from taq_io.store import Store
+from taq_io.store import COMPLETE, MISSING, PARTIAL, STALE, GroupState, Store
 
 __all__ = [
+    "COMPLETE",
     "GROUPS",
+    "MISSING",
+    "PARTIAL",
+    "STALE",
     "SCHEMA_VERSION",
     "ArraySpec",
     "CorruptGroupError",
@@ -40,6 +44,7 @@ __all__ = [
     "GroupMeta",
     "GroupMissingError",
     "GroupSpec",
+    "GroupState",
     "GroupStatus",
     "ModelIdentity",
     "ModelMismatchError",

@@ -16,8 +16,8 @@ import numpy as np
 import zarr
 from numpy.typing import ArrayLike
 
-from taq_io import dtypes
-from taq_io.errors import GroupIncompleteError, UnitNotDoneError
+from taq_io import dtypes, integrity
+from taq_io.errors import CorruptGroupError, GroupIncompleteError, UnitNotDoneError
 from taq_io.identity import config_hash
 from taq_io.schema import ATTRS_KEY, DONE, GroupSpec
 
@@ -74,7 +74,10 @@ class StageGroup:
         names = list(spec.all_arrays())
         if meta.version != spec.version:  # another format, stale: open what it has
             names = [name for name in names if name in zgroup]
-        self._arrays = {name: zgroup[name] for name in names}
+        # write_empty_chunks is a runtime setting, not stored: set it on every array opened
+        self._arrays = {
+            name: zgroup[name].with_config(integrity.ARRAY_OPTIONS["config"]) for name in names
+        }
 
     @classmethod
     def allocate(
@@ -105,12 +108,13 @@ class StageGroup:
                 dtype=dtypes.STORAGE_DTYPES[array_spec.dtype],
                 fill_value=dtypes.FILL_VALUES[array_spec.dtype],
                 dimension_names=array_spec.dims,
-                attributes={ATTRS_KEY: {"dtype": array_spec.dtype}},
+                attributes={ATTRS_KEY: {"dtype": array_spec.dtype, integrity.EVERY_CHUNK: True}},
+                **integrity.ARRAY_OPTIONS,
             )
         for name, value in constants.items():
             data = dtypes.encode(specs[name].dtype, value)
             _check_shape(path, name, data.shape, specs[name].shape(sizes))
-            zgroup[name][...] = data
+            zgroup[name].with_config(integrity.ARRAY_OPTIONS["config"])[...] = data
         zgroup.attrs[ATTRS_KEY] = asdict(meta)
         return cls(zgroup, spec, path, store_label, meta)
 
@@ -165,13 +169,21 @@ class StageGroup:
 
     def read(self, name: str, units: Sequence[int] | None = None) -> np.ndarray:
         """An array's values. For a per-unit array: the done units only (all of them, in index
-        order, or those asked for); asking for a unit that is not done raises."""
+        order, or those asked for); asking for a unit that is not done raises.
+
+        What is read is checked (`taq_io.integrity`): a missing or undecodable chunk, or NaN /
+        inf in a float array that is not padding, raises `CorruptGroupError` naming the unit
+        and the command that regenerates this group."""
         array_spec = self.spec.all_arrays().get(name)
         if array_spec is None:
             raise KeyError(f"{self.path} has no array {name!r}")
         array = self._arrays[name]
+        where = (self.spec, self.path, self._store_label, name)
         if name not in self.spec.unit_arrays():
-            return dtypes.decode(array_spec.dtype, array[...])
+            integrity.check_chunks(*where, array, None)
+            data = self._decode(array_spec.dtype, name, array, None)
+            integrity.check_values(*where, data, None)
+            return data
         mask = self.done_mask()
         selected = np.flatnonzero(mask) if units is None else np.asarray(units, dtype=np.int64)
         not_done = selected[~mask[selected]]
@@ -180,7 +192,32 @@ class StageGroup:
                 f"`{self.path}` in {self._store_label}: {self.spec.unit}s {not_done.tolist()} "
                 "are not written"
             )
-        return dtypes.decode(array_spec.dtype, array.get_orthogonal_selection((selected,)))
+        integrity.check_chunks(*where, array, selected.tolist())
+        data = self._decode(array_spec.dtype, name, array, selected)
+        integrity.check_values(*where, data, selected.tolist())
+        return data
+
+    def _decode(
+        self, dtype: str, name: str, array: zarr.Array, selected: np.ndarray | None
+    ) -> np.ndarray:
+        """Read and decode; a chunk that fails its checksum or decompression is named."""
+        try:
+            if selected is None:
+                return dtypes.decode(dtype, array[...])
+            return dtypes.decode(dtype, array.get_orthogonal_selection((selected,)))
+        except CorruptGroupError:
+            raise
+        except Exception as error:  # numcodecs / zarr raise assorted types for a bad chunk
+            unit = None
+            for index in [] if selected is None else selected.tolist():
+                try:
+                    array.get_orthogonal_selection(([index],))
+                except Exception:  # noqa: BLE001 - locating the bad unit
+                    unit = index
+                    break
+            raise integrity.unreadable(
+                self.spec, self.path, self._store_label, name, unit, error
+            ) from error
 
     def read_unit(self, index: int) -> dict[str, np.ndarray]:
         """Every per-unit array at one done unit."""

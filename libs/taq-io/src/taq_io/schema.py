@@ -39,6 +39,9 @@ class ArraySpec:
     dims: tuple[str, ...]
     chunks: tuple[int | None, ...]
     doc: str
+    padded: bool = False
+    """NaN marks padding (channels beyond a layer's width, absent layers): readers do not
+    require its values to be finite."""
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -101,8 +104,10 @@ class GroupSpec:
         return {**self.arrays, DONE: done}
 
 
-def _array(dtype: str, dims: str, chunks: tuple[int | None, ...], doc: str) -> ArraySpec:
-    return ArraySpec(dtype, tuple(dims.split()), chunks, doc)
+def _array(
+    dtype: str, dims: str, chunks: tuple[int | None, ...], doc: str, padded: bool = False
+) -> ArraySpec:
+    return ArraySpec(dtype, tuple(dims.split()), chunks, doc, padded)
 
 
 CALIB = GroupSpec(
@@ -192,10 +197,10 @@ ACTSTATS = GroupSpec(
         "step_index": _array("int32", "step", (None,), "calib stored step of each step"),
         "timesteps": _array("float32", "step", (None,), "timestep (sigma * 1000) of each step"),
         "channel_min": _array(
-            "float32", "image layer step channel", (1, 1, None, None), "min over the batch"
+            "float32", "image layer step channel", (1, 1, None, None), "min over the batch", True
         ),
         "channel_max": _array(
-            "float32", "image layer step channel", (1, 1, None, None), "max over the batch"
+            "float32", "image layer step channel", (1, 1, None, None), "max over the batch", True
         ),
         "hist_edges": _array(
             "float32", "image layer step edge", (1, None, None, None), "edges (image 0's)"
@@ -227,10 +232,18 @@ QUANT_CONFIG = GroupSpec(
         "scale": _array("float32", "step layer", (None, None), "signed symmetric grid step"),
         "post_gelu": _array("bool", "layer", (None,), "the layer is an mlp.fc2 (shifted input)"),
         "shift": _array(
-            "float32", "step layer channel", (None, None, None), "subtracted first (fc2; else 0)"
+            "float32",
+            "step layer channel",
+            (None, None, None),
+            "subtracted first (fc2; else 0)",
+            padded=True,
         ),
         "smoothing": _array(
-            "float32", "layer channel", (None, None), "SmoothQuant s: x / s, W * s (1: none)"
+            "float32",
+            "layer channel",
+            (None, None),
+            "SmoothQuant s: x / s, W * s (1: none)",
+            padded=True,
         ),
         "absmax": _array("float32", "step layer", (None, None), "max |x| over images (unshifted)"),
         "quant_absmax": _array(
@@ -275,9 +288,14 @@ def _weight_arrays() -> dict[str, ArraySpec]:
                 f"block stream {role}_out {role}_groups",
                 (1, 1, None, None),
                 f"{role}: QuantizedLinear.{part} (w = scale * q + bias per group)",
+                padded=True,  # NaN where the layer is absent
             )
         arrays[f"{role}_act_scale"] = _array(
-            "float32", "block stream", (1, None), f"{role}: learned static input scale (signed)"
+            "float32",
+            "block stream",
+            (1, None),
+            f"{role}: learned static input scale (signed)",
+            padded=True,
         )
     return arrays
 

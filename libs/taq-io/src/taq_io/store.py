@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,7 @@ from numpy.typing import ArrayLike
 from zarr.storage import LocalStore
 
 from taq_io.errors import (
+    CorruptGroupError,
     CorruptStoreError,
     GroupConflictError,
     GroupIncompleteError,
@@ -35,12 +37,26 @@ from taq_io.errors import (
 )
 from taq_io.group import GroupMeta, StageGroup
 from taq_io.identity import ModelIdentity, config_hash
+from taq_io.integrity import verify_group
 from taq_io.lock import LOCK_FILE, WriterLock, lock_for
 from taq_io.schema import ATTRS_KEY, GROUPS, SCHEMA_NAME, SCHEMA_VERSION, GroupSpec
 
 CREATED_BY = f"taq-io {version('taq-io')}"
 FIRST_COMMAND = GROUPS["calib"].command
 """The stage that starts a run, named when there is no store yet."""
+
+
+MISSING, PARTIAL, COMPLETE, STALE = "missing", "partial", "complete", "stale"
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """`Store.state`'s answer: the state, the group's path, why (one line), the group."""
+
+    state: str  # MISSING | PARTIAL | COMPLETE | STALE
+    path: str
+    detail: str = ""
+    group: StageGroup | None = None
 
 
 class Store:
@@ -194,31 +210,69 @@ class Store:
         zgroup = parent.create_group(name or kind, overwrite=True)
         return StageGroup.allocate(zgroup, spec, path, str(self.path), meta, sizes, constants or {})
 
-    def require_group(
-        self, kind: str, name: str | None = None, *, config_hash: str | None = None
-    ) -> StageGroup:
-        """A complete group to read. Refuses a missing or incomplete group, one made with a
-        config other than `config_hash` (when given), and one whose recorded inputs are
-        groups of this store that have changed since (stale)."""
+    def state(
+        self, kind: str, name: str | None = None, *, config: Mapping[str, object] | None = None
+    ) -> GroupState:
+        """Where a group stands: missing, partial, complete or stale.
+
+        Stale: written by another format version, made with a config other than `config`
+        (when given), or made from inputs that changed since, at any depth: a group built
+        from a group that is itself stale is stale too (recalibrating makes the weights
+        built from the old block cache stale, not only the cache)."""
         spec, path = _resolve(kind, name)
         group = self._find(spec, path)
-        command = f"{spec.command} --store {self.path}"
         if group is None:
-            raise GroupMissingError(f"no `{path}` group in {self.path}: run `{command}` first")
+            return GroupState(MISSING, path, f"no `{path}` group in {self.path}")
+        stale = _version_difference(group.meta, spec)
+        if stale is None and config is not None:
+            wanted = config_hash(dict(config))
+            if wanted != group.meta.config_hash:
+                stale = f"was made with config {group.meta.config_hash}, you asked for {wanted}"
+        stale = stale or self._stale_input(group.meta, {})
+        if stale is not None:
+            return GroupState(STALE, path, f"`{path}` in {self.path} {stale}", group)
         if not group.meta.complete:
             progress = (
                 f"{int(group.done_mask().sum())}/{group.total_units} {spec.unit}s"
                 if spec.unit
                 else "not committed"
             )
-            raise GroupIncompleteError(
-                f"`{path}` in {self.path} is incomplete ({progress}): rerun `{command} --resume`"
+            return GroupState(
+                PARTIAL, path, f"`{path}` in {self.path} is incomplete ({progress})", group
             )
-        stale = _version_difference(group.meta, spec) or self._stale_input(group.meta)
-        if stale is None and config_hash is not None and config_hash != group.meta.config_hash:
-            stale = f"was made with config {group.meta.config_hash}, you asked for {config_hash}"
-        if stale is not None:
-            raise StaleGroupError(f"`{path}` in {self.path} {stale}: rerun `{command} --overwrite`")
+        return GroupState(COMPLETE, path, "", group)
+
+    def require_group(
+        self,
+        kind: str,
+        name: str | None = None,
+        *,
+        config_hash: str | None = None,
+        allow_stale: bool = False,
+        verify: bool = False,
+    ) -> StageGroup:
+        """A complete group to read. Refuses a missing or incomplete group, one made with a
+        config other than `config_hash` (when given), and a stale one (see `state`) unless
+        `allow_stale`. With `verify`, every chunk is read first (`CorruptGroupError` on the
+        first bad one): what a stage does before it replaces its own groups, so corrupt input
+        never costs the user good output."""
+        spec, path = _resolve(kind, name)
+        found = self.state(kind, name)
+        command = f"{spec.command} --store {self.path}"
+        if found.state == MISSING:
+            raise GroupMissingError(f"{found.detail}: run `{command}` first")
+        if found.state == STALE and not allow_stale:
+            raise StaleGroupError(f"{found.detail}: rerun `{command} --overwrite`")
+        group = found.group
+        if not group.meta.complete:
+            raise GroupIncompleteError(f"{found.detail}: rerun `{command} --resume`")
+        if config_hash is not None and config_hash != group.meta.config_hash and not allow_stale:
+            raise StaleGroupError(
+                f"`{path}` in {self.path} was made with config {group.meta.config_hash}, you "
+                f"asked for {config_hash}: rerun `{command} --overwrite`"
+            )
+        if verify and (problems := verify_group(group)):
+            raise CorruptGroupError(problems[0])
         return group
 
     def groups(self) -> list[StageGroup]:
@@ -246,8 +300,9 @@ class Store:
                 f"rerun `{spec.command} --store {self.path} --overwrite`"
             ) from error
 
-    def _stale_input(self, meta: GroupMeta) -> str | None:
-        """How a recorded input that is a group of this store differs from it now, if it does."""
+    def _stale_input(self, meta: GroupMeta, seen: dict[str, str | None]) -> str | None:
+        """How a recorded input (a group of this store) or anything upstream of it differs
+        from what it was when `meta`'s group was made, if it does. `seen` memoises paths."""
         for path, recorded in meta.inputs.items():
             spec = GROUPS.get(path.split("/")[0])
             if spec is None:
@@ -260,6 +315,12 @@ class Store:
             elif current.identity() != recorded:
                 now = current.identity()
             else:
+                if path not in seen:
+                    seen[path] = None  # no cycles in a store, but never loop
+                    upstream = _version_difference(current.meta, spec)
+                    seen[path] = upstream or self._stale_input(current.meta, seen)
+                if seen[path] is not None:
+                    return f"was made from {path}, which is stale ({path} {seen[path]})"
                 continue
             return f"was made from {path} {recorded}, the store's {path} is now {now}"
         return None

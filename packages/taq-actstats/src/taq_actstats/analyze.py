@@ -89,7 +89,7 @@ def mean_square(stats: StageGroup) -> np.ndarray:
 def analyze_stats(
     handle: ModelHandle, store: Store, config: AnalyzeConfig, overwrite: bool = False
 ) -> Analysis:
-    stats = store.require_group("actstats")
+    stats = store.require_group("actstats", verify=True)
     names = stats.read("layer_names").tolist()
     widths = stats.read("in_features")
     post_gelu = np.array([n.endswith("mlp.fc2") for n in names])

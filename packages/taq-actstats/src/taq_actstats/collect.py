@@ -75,7 +75,7 @@ def layer_summary(x: np.ndarray, width: int) -> dict[str, np.ndarray]:
 def collect_stats(
     handle: ModelHandle, store: Store, config: CollectConfig, overwrite: bool = False
 ) -> StageGroup:
-    calib = store.require_group("calib")
+    calib = store.require_group("calib", verify=True)
     images = calib.sizes["image"] if config.num_images is None else config.num_images
     if not 1 <= images <= calib.sizes["image"]:
         raise ValueError(f"--num-images must be in 1..{calib.sizes['image']}")

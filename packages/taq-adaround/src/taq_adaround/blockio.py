@@ -112,7 +112,7 @@ def cache_block_io(
     handle: ModelHandle, store: Store, config: CacheConfig, overwrite: bool = False
 ) -> dict[str, StageGroup]:
     """Write (or finish) `blockio/<block>` for every selected block; return the groups."""
-    calib = store.require_group("calib")
+    calib = store.require_group("calib", verify=True)
     plan = plan_cache(calib, config)
     names = list(config.blocks or block_names(handle.mmdit))
     unknown = [b for b in names if b not in block_names(handle.mmdit)]

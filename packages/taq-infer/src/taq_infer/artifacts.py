@@ -17,7 +17,7 @@ import numpy as np
 
 from taq_infer.activations import ActivationQuant
 from taq_infer.model import ActivationPlan, InferenceError, WeightSet
-from taq_io import Store
+from taq_io import StageGroup, StaleGroupError, Store
 
 WEIGHT_METHODS = ("adaround", "rtn")
 _ROLE_PATH = {
@@ -35,11 +35,21 @@ def has_quant_config(store: Store) -> bool:
     return any(group.spec.kind == "quant_config" for group in store.groups())
 
 
-def read_weight_set(store: Store, method: str) -> WeightSet:
-    """The packed W4 layers of `method` (adaround | rtn) from the store's `weights` group."""
+def _require(store: Store, kind: str, name: str | None, allow_stale: bool) -> StageGroup:
+    """The group, refusing missing / incomplete / corrupt ones and stale ones (made from a
+    calibration that changed since) unless `allow_stale`."""
+    try:
+        return store.require_group(kind, name, allow_stale=allow_stale)
+    except StaleGroupError as error:
+        raise StaleGroupError(f"{error}, or pass --allow-stale to use it anyway") from None
+
+
+def read_weight_set(store: Store, method: str, allow_stale: bool = False) -> WeightSet:
+    """The packed W4 layers of `method` (adaround | rtn) from the store's `weights` group;
+    stale weights (see `Store.state`) are refused unless `allow_stale`."""
     if method not in WEIGHT_METHODS:
         raise InferenceError(f"--weights must be one of {', '.join(WEIGHT_METHODS)}")
-    group = store.require_group("weights", method)  # refuses missing / incomplete / stale
+    group = _require(store, "weights", method, allow_stale)
     config = group.meta.config
     bits, group_size = int(config["bits_w"]), None
     streams = group.read("stream_names").tolist()
@@ -77,13 +87,17 @@ def read_weight_set(store: Store, method: str) -> WeightSet:
     return WeightSet(method, bits, int(group_size), layers, static)
 
 
-def read_activation_plan(store: Store, smoothquant: bool = False) -> ActivationPlan:
+def read_activation_plan(
+    store: Store, smoothquant: bool = False, allow_stale: bool = False
+) -> ActivationPlan:
     """Per calibrated step and layer activation quantizers from `quant_config`.
 
     `smoothquant` picks the SmoothQuant variant (`sq_bits`/`sq_scale` and the per-channel
     `smoothing`); without it the plain time-aware tiers (`bits`/`scale`), no smoothing.
     """
-    return activation_plan_from(store.require_group("quant_config").read, smoothquant)
+    return activation_plan_from(
+        _require(store, "quant_config", None, allow_stale).read, smoothquant
+    )
 
 
 PLAN_ARRAYS = (

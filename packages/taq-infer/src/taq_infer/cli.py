@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="store only: also round the adaLN linears to nearest at these bits, as "
         "`taq export` does (0: float) [0]",
     )
+    parser.add_argument(
+        "--allow-stale",
+        action="store_true",
+        help="use weights / tiers made from a calibration that changed since (refused otherwise)",
+    )
     parser.add_argument("--local-ckpt", default=None, help="sd3-medium checkpoint")
     return parser
 
@@ -158,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             scale_dtype=args.scale_dtype,
             other_dtype=args.other_dtype or "float32",
             modulation_bits=args.modulation_bits or 0,
+            allow_stale=args.allow_stale,
             **common,
         )
     act_note = model.prepare(args.steps)

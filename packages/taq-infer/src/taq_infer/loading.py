@@ -67,6 +67,7 @@ def load_quantized(
     other_dtype: str | mx.Dtype | None = None,
     modulation_bits: int = 0,
     before_install: Callable[[ModelHandle], object] | None = None,
+    allow_stale: bool = False,
 ) -> QuantizedModel:
     """Pack `handle`'s MMDiT (in place) with the store's `weights` and activation plan.
 
@@ -74,6 +75,8 @@ def load_quantized(
     before any work (else at `prepare`/`generate`). `before_install(handle)` runs on the
     still-FP model once every artifact has been read and checked (an FP reference run).
     `modulation_bits` > 0 rounds the adaLN linears to nearest too (as `taq export` does).
+    Stale weights or tiers (made from a calibration that changed since, at any depth) are
+    refused unless `allow_stale`.
     """
     if not isinstance(store, Store):
         store = Store.open(store, mode="r")
@@ -82,9 +85,9 @@ def load_quantized(
             f"{store.path} was made for {store.model}, this model is {handle.identity}: "
             "pass the store of this model preset"
         )
-    weight_set = read_weight_set(store, weights)
+    weight_set = read_weight_set(store, weights, allow_stale)
     act = resolve_act(act, has_quant_config(store), bool(weight_set.static_activations))
-    plan = read_activation_plan(store, smoothquant) if act == "timestep" else None
+    plan = read_activation_plan(store, smoothquant, allow_stale) if act == "timestep" else None
     return install_artifacts(
         handle,
         weight_set,

@@ -2,7 +2,6 @@
 a rerun rewrites nothing; changed flags are refused; a SIGKILLed run finishes identically."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-MINIMAL = ("--num-images", "2", "--num-steps", "4", "--iters", "20", "--eval-samples", "4")
+from taq_pipeline.testing import ENV, MINIMAL, taq
+
 VARIANTS = [
     "FP",
     "RTN W4",
@@ -20,12 +20,6 @@ VARIANTS = [
     "AdaRound W4 + time-aware A4/A6/A8",
     "+ SmoothQuant",
 ]
-ENV = {**os.environ, "TAQ_NO_PROGRESS": "1"}
-
-
-def taq(*args):
-    cmd = [sys.executable, "-m", "taq_pipeline", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV)
 
 
 def report(store) -> dict:
@@ -39,17 +33,6 @@ def snapshot(*roots) -> dict:
         for path in root.rglob("*")
         if path.is_file()
     }
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One uninterrupted minimal run (the reference of the kill tests)."""
-    store = tmp_path_factory.mktemp("ref") / "run.zarr"
-    start = time.perf_counter()
-    out = taq("run", "--store", store, *MINIMAL)
-    assert out.returncode == 0, out.stderr
-    assert time.perf_counter() - start < 180
-    return store, out
 
 
 def test_run_writes_a_report_with_every_variant(finished):
@@ -106,6 +89,12 @@ def test_killed_run_finishes_with_the_same_numbers(finished, tmp_path, marker):
         assert a["name"] == b["name"]
         for key in ("mse", "psnr_db", "accuracy", "frechet", "weight_bytes", "act_bits"):
             assert a[key] == b[key], (a["name"], key)
+    # the stages finished before the kill keep the time of the run that computed them
+    timings = report(killed)["timings"]
+    assert list(timings)[:2] == ["calib", "adaround cache"]
+    assert set(timings) == set(report(finished[0])["timings"])
+    for stage in ("calib", "adaround cache"):
+        assert timings[stage]["outcome"] == "computed" and timings[stage]["seconds"] > 0, stage
 
 
 @pytest.mark.parametrize(

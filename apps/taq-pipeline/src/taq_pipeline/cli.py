@@ -13,7 +13,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from taq_model.cli_support import UsageError, add_version_flag, run_cli
+from taq_model.cli_support import ArgumentParser, UsageError, add_version_flag, run_cli
 from taq_model.doctor import environment_report
 from taq_model.runs import open_run
 
@@ -25,7 +25,7 @@ from taq_io import STALE, Store, StoreError, describe
 from taq_io.integrity import verify_group
 from taq_pipeline.evaluate import VARIANTS, EvalConfig, evaluate, load_eval, read_results
 from taq_pipeline.pipeline import RunConfig, report_dir, run_stages
-from taq_pipeline.report import NOTE, record_timings, write_report
+from taq_pipeline.report import NOTE, write_report
 
 EVAL_FILE = "eval.json"
 HELP = {
@@ -73,18 +73,8 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace) -> RunConfig:
     config = RunConfig(**{f.name: getattr(args, f.name) for f in fields(RunConfig)})
-    for name in ("num_images", "iters", "batch_size", "eval_samples", "cache_stride"):
-        if getattr(config, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-    if config.num_steps is not None and config.num_steps < 1:
-        raise UsageError("--num-steps must be at least 1")
-    _ = config.model_options  # sizes check themselves (ValueError: one line, exit 2)
-    if not 2 <= config.bits_w <= 8:
-        raise UsageError(f"--bits-w must be in 2..8, got {config.bits_w}")
-    if config.cache_stride > (config.num_steps or config.cache_stride):
-        raise UsageError(f"--cache-stride must be at most --num-steps ({config.num_steps})")
     try:
-        _ = config.analyze_config  # the tier rule and range margin check themselves
+        config.validate()  # every stage's flags, before the first stage starts
     except ValueError as err:
         raise UsageError(str(err)) from None
     return config
@@ -118,7 +108,6 @@ def _run(args: argparse.Namespace) -> int:
     config = _config(args)
     start = time.perf_counter()
     store, handle, timings = run_stages(config)
-    record_timings(report_dir(config.store), timings)
     eval_config = _eval_config(store, config.eval_samples, config.seed, config.local_ckpt)
     report = _evaluate_and_report(store, eval_config, config.to_json())
     print(f"\ntaq run finished in {time.perf_counter() - start:.0f}s")
@@ -133,6 +122,8 @@ def _run(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     if args.eval_samples < 1:
         raise UsageError("--eval-samples must be at least 1")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     store, _ = open_run(args.store, mode="r", local_ckpt=args.local_ckpt)
     config = _eval_config(store, args.eval_samples, args.seed, args.local_ckpt)
     results = evaluate(store, config, report_dir(store.path) / EVAL_FILE)
@@ -238,7 +229,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taq", description=__doc__)
+    parser = ArgumentParser(prog="taq", description=__doc__)
     add_version_flag(parser, "taq-pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="calib -> adaround + actstats -> evaluation -> report")

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from taq_model.presets import ModelHandle, ModelOptions, load_preset
+from taq_model.runs import refuse_other_model
 from taq_model.taxonomy import block_names
 
 from taq_actstats.analyze import AnalyzeConfig, analyze_stats
@@ -24,6 +25,7 @@ from taq_adaround.blockio import CacheConfig, cache_block_io
 from taq_adaround.optimize import optimize_blocks
 from taq_adaround.reconstruct import AdaRoundConfig
 from taq_calib import CalibConfig, calibrate
+from taq_calib.cli import read_prompts
 from taq_io import (
     COMPLETE,
     MISSING,
@@ -69,6 +71,36 @@ class RunConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def validate(self) -> None:
+        """Check every stage's flags (each stage config checks its own) and the prompts file
+        before the first stage starts: a bad flag of the last stage costs no work. Raises
+        ValueError / UsageError with one line."""
+        for name in ("num_images", "num_steps", "eval_samples", "cache_stride"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.num_steps is not None and self.cache_stride > self.num_steps:
+            raise ValueError(f"--cache-stride must be at most --num-steps ({self.num_steps})")
+        prompts = read_prompts(Path(self.prompts)) if self.prompts else ("placeholder",)
+        steps = self.num_steps if self.num_steps is not None else self.cache_stride
+        CalibConfig(self.model, prompts, self.num_images, steps, self.cfg or 0.0, self.seed)
+        CacheConfig(stride=self.cache_stride)
+        self.adaround_config  # noqa: B018 - built to be checked
+        CollectConfig()
+        self.analyze_config  # noqa: B018
+        self.model_options  # noqa: B018 - sizes check themselves
+
+    @property
+    def adaround_config(self) -> AdaRoundConfig:
+        return AdaRoundConfig(
+            iters=self.iters,
+            batch_size=self.batch_size,
+            bits_w=self.bits_w,
+            bits_a=self.bits_a,
+            group_size=self.group_size,
+            seed=self.seed,
+        )
 
     @property
     def model_options(self) -> ModelOptions:
@@ -147,13 +179,7 @@ def _group_state(store: Store, group: StageGroup | None, path: str, wanted: dict
 def _prompts(config: RunConfig, handle: ModelHandle) -> tuple[str, ...]:
     if config.prompts is None:
         return tuple(handle.default_prompts)
-    path = Path(config.prompts)
-    if not path.is_file():
-        raise StoreError(f"no prompts file at {path}: give a text file with one prompt a line")
-    prompts = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
-    if not prompts:
-        raise StoreError(f"{path} holds no prompts: write one prompt a line")
-    return prompts
+    return read_prompts(Path(config.prompts))
 
 
 def build_stages(config: RunConfig, handle: ModelHandle, store: Store) -> list[Stage]:
@@ -165,14 +191,7 @@ def build_stages(config: RunConfig, handle: ModelHandle, store: Store) -> list[S
     )
     cache = CacheConfig(stride=config.cache_stride)
     blocks = block_names(handle.mmdit)
-    ada = AdaRoundConfig(
-        iters=config.iters,
-        batch_size=config.batch_size,
-        bits_w=config.bits_w,
-        bits_a=config.bits_a,
-        group_size=config.group_size,
-        seed=config.seed,
-    )
+    ada = config.adaround_config
     weights = {**asdict(ada), "blocks": blocks, "format": "mlx_affine"}
     collect, analyze = CollectConfig(), config.analyze_config
     return [
@@ -222,7 +241,11 @@ class StaleStageError(StoreError):
 
 
 def open_store(config: RunConfig) -> tuple[Store, ModelHandle]:
+    """The model (its prompts checked) and the store, locked for writing. A store made for
+    another preset is refused from its root record, before the model is built."""
+    refuse_other_model(config.store, config.model)
     handle = load_preset(config.model, local_ckpt=config.local_ckpt, options=config.model_options)
+    handle.validate_prompts(_prompts(config, handle))
     return Store.open_or_create(config.store, handle.identity), handle
 
 
@@ -253,7 +276,9 @@ def run_stages(
         log(f"== {stage.name}" + (f" ({outcome}: {state.detail})" if state.detail else ""))
         start = time.perf_counter()
         stage.run(overwrite=state.state == STALE)
-        timings.append(StageTiming(stage.name, time.perf_counter() - start, outcome, groups))
+        timing = StageTiming(stage.name, time.perf_counter() - start, outcome, groups)
+        store.record_timing(timing.name, timing.seconds, timing.outcome, timing.groups)
+        timings.append(timing)
     return store, handle, timings
 
 

@@ -1,15 +1,14 @@
 """`report.md` (variant table first), `report.json` (every number) and PNG plots.
 
 Reads the evaluation (`eval.json`), the per-block AdaRound/RTN errors (`weights` groups), the
-activation tiers (`quant_config`) and the stage timings (`timings.json`); computes nothing
-expensive, so `taq report` can be rerun at will.
+activation tiers (`quant_config`) and the stage timings (the store's root record); computes
+nothing expensive, so `taq report` can be rerun at will.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import matplotlib
@@ -29,7 +28,6 @@ NOTE = (
     "Activation quantization is simulated (quantize-dequantize in float32): MLX has no "
     "integer activation matmul."
 )
-TIMINGS = "timings.json"
 
 
 def _fmt(value, spec: str, none: str = "-") -> str:
@@ -86,32 +84,11 @@ def tier_tables(store: Store) -> dict:
     return out
 
 
-def load_timings(out: Path) -> dict:
-    try:
-        return json.loads((out / TIMINGS).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def record_timings(out: Path, timings) -> None:
-    """Keep the time of the run that computed each stage (a skipped stage keeps its old one)."""
-    ran = [t for t in timings if t.outcome != "already complete"]
-    if not ran:
-        return
-    record = load_timings(out)
-    for t in ran:
-        record[t.name] = {"seconds": t.seconds, "outcome": t.outcome, "groups": t.groups}
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / (TIMINGS + ".partial")
-    partial.write_text(json.dumps(record, indent=2))
-    os.replace(partial, out / TIMINGS)
-
-
 def write_report(store: Store, out: Path, results, eval_record: dict, config: dict) -> Path:
     """Write report.md, report.json and the plots into `out`; return report.md's path."""
     out.mkdir(parents=True, exist_ok=True)
     env = environment_report()
-    blocks, tiers, timings = block_rows(store), tier_tables(store), load_timings(out)
+    blocks, tiers, timings = block_rows(store), tier_tables(store), store.timings()
     evaluation = {
         "seconds": sum(r.seconds for r in results),
         "outcome": "computed",

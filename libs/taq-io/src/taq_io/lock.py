@@ -43,10 +43,12 @@ class WriterLock(Protocol):
 
 def holder_record() -> dict:
     """Who this process is, as a lock holder."""
+    program = Path(sys.argv[0])
+    name = program.parent.name if program.name == "__main__.py" else program.name  # python -m
     return {
         "pid": os.getpid(),
         "host": socket.gethostname(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200],
+        "command": " ".join([name, *sys.argv[1:]])[:200],
         "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

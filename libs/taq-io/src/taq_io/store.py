@@ -275,6 +275,19 @@ class Store:
             raise CorruptGroupError(problems[0])
         return group
 
+    def record_timing(self, stage: str, seconds: float, outcome: str, groups: list[str]) -> None:
+        """Record a stage's wall time in the root record as soon as it completes, so a run
+        killed later keeps it (a stage that is skipped keeps the time of the run that made
+        it)."""
+        record = dict(self._root.attrs[ATTRS_KEY])
+        timings = dict(record.get("timings", {}))
+        timings[stage] = {"seconds": seconds, "outcome": outcome, "groups": list(groups)}
+        self._root.attrs[ATTRS_KEY] = {**record, "timings": timings}
+
+    def timings(self) -> dict[str, dict]:
+        """Stage name -> {seconds, outcome, groups}, in the order the stages completed."""
+        return dict(self._root.attrs[ATTRS_KEY].get("timings", {}))
+
     def groups(self) -> list[StageGroup]:
         """Every stage group in the store whose creation finished, complete or not."""
         found = []

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
-from taq_model.cli_support import UsageError, add_version_flag, run_cli
+from taq_model.cli_support import (
+    ArgumentParser,
+    UsageError,
+    add_version_flag,
+    run_cli,
+    writable_dir,
+)
 from taq_model.doctor import environment_report
 from taq_model.images import image_grid, save_png, upscale_for
 from taq_model.presets import DEFAULT_PRESET, PRESETS, load_preset
@@ -25,6 +32,13 @@ def _doctor(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    if args.cfg is not None and not (math.isfinite(args.cfg) and args.cfg >= 0):
+        raise UsageError(f"--cfg must be a finite number >= 0 (0: no guidance), got {args.cfg}")
+    if not 0 <= args.seed < 2**32 - len(args.prompt or [0] * 10):
+        raise UsageError(f"--seed must be >= 0 and below 2**32, got {args.seed}")
+    if args.output.is_dir():
+        raise UsageError(f"--output {args.output} is a directory: pass a .png file path")
+    writable_dir(args.output.parent, "--output's directory")
     handle = load_preset(args.model, local_ckpt=args.local_ckpt)
     prompts = args.prompt or handle.default_prompts
     seeds = [args.seed + i for i in range(len(prompts))]
@@ -37,7 +51,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taq-model", description=__doc__)
+    parser = ArgumentParser(prog="taq-model", description=__doc__)
     add_version_flag(parser, "taq-model")
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", help="MLX version, device, BLAS and GEMM rate")

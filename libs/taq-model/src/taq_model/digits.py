@@ -25,6 +25,13 @@ POOLED_WIDTH = 64
 TINY_DIGITS_WEIGHTS = Path(__file__).parent / "weights" / "tiny_digits.safetensors"
 
 
+def shorten(text: str, limit: int = 60) -> str:
+    """`text` quoted for an error message, cut to `limit` characters (with its length)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def parse_digit_prompt(prompt: str) -> int:
     """`digit N` -> N; the empty prompt -> the null class; anything else is refused."""
     text = prompt.strip()
@@ -33,7 +40,7 @@ def parse_digit_prompt(prompt: str) -> int:
     if text in DIGIT_PROMPTS:
         return int(text[-1])
     raise ValueError(
-        f"bad prompt {prompt!r} for tiny-digits: accepted prompts are "
+        f"bad prompt {shorten(prompt)} for tiny-digits: accepted prompts are "
         f"'digit 0', 'digit 1', ..., 'digit 9'"
     )
 

@@ -12,12 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from taq_model.options import parse_spec
 from taq_model.presets import ModelHandle, load_preset
 from taq_model.sampling import Conditioning, cached_modulation
 
 import mlx.core as mx
 
 from taq_io import ModelMismatchError, StageGroup, Store
+
+
+def refuse_other_model(path: str | Path, model: str) -> None:
+    """Refuse a store made for another preset, from its root record alone: before the model
+    is built (building sd3-medium-random takes minutes). Options (`@1024x768+t5`) are
+    checked later, by the built model's identity."""
+    recorded = Store.recorded_model(path)
+    if recorded is not None and parse_spec(recorded.preset)[0] != parse_spec(model)[0]:
+        raise ModelMismatchError(
+            f"{path} is for model {recorded}, you asked for {model}: use another --store"
+        )
 
 
 def open_run(

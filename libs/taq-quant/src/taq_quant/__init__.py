@@ -3,6 +3,7 @@
 import taq_model  # noqa: F401  (loads an optimised BLAS before MLX)
 
 from taq_quant.export import (
+    check_exportable,
     dequantize_linear_weight,
     export_quantized_linear,
     mlx_group_size,
@@ -31,6 +32,7 @@ from taq_quant.rounding import (
 )
 
 __all__ = [
+    "check_exportable",
     "QuantGrid",
     "RoundingSchedule",
     "WeightQuantConfig",

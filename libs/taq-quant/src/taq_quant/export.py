@@ -19,11 +19,27 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from taq_quant.quantizer import QuantGrid
+from taq_quant.quantizer import MIN_BITS, QuantGrid
 
 MLX_GROUP_SIZES: tuple[int, ...] = (128, 64, 32)
 MLX_BITS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8)
 WORD_BITS = 32
+
+
+def check_exportable(bits: int, group_size: int) -> None:
+    """Refuse (ValueError naming the flags) a weight grid MLX's QuantizedLinear cannot hold:
+    what every stage checks on its flags before it starts."""
+    supported = [b for b in MLX_BITS if b >= MIN_BITS]
+    if bits not in supported:
+        raise ValueError(
+            f"--bits-w {bits} is not supported: MLX's QuantizedLinear stores "
+            f"{', '.join(map(str, supported))} bits"
+        )
+    if group_size < MLX_GROUP_SIZES[-1] or group_size % MLX_GROUP_SIZES[-1]:
+        raise ValueError(
+            f"--group-size {group_size} is not supported: MLX quantizes in groups of "
+            f"{', '.join(map(str, sorted(MLX_GROUP_SIZES)))} (or multiples of 32)"
+        )
 
 
 def _check_bits(bits: int) -> None:

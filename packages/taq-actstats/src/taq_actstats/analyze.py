@@ -35,6 +35,7 @@ from taq_actstats.smoothquant import (
 )
 from taq_actstats.tiers import TierRule, assign_bits, grid_scale
 from taq_io import StageGroup, Store
+from taq_quant import check_exportable
 
 PRODUCER = f"taq-actstats {version('taq-actstats')}"
 MOMENTUM = 0.95
@@ -51,10 +52,13 @@ class AnalyzeConfig:
     group_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.range_margin < 1.0:
+        if not self.range_margin >= 1.0:  # NaN too
             raise ValueError(
                 f"--range-margin {self.range_margin} clips the calibration range: use >= 1"
             )
+        if not 0.0 <= self.smooth_alpha <= 1.0:
+            raise ValueError(f"--smooth-alpha must be in 0..1, got {self.smooth_alpha}")
+        check_exportable(self.bits_w, self.group_size)
 
     def to_json(self) -> dict:
         return asdict(self)

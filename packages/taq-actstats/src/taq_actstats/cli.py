@@ -7,7 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-from taq_model.cli_support import UsageError, add_version_flag, run_cli
+from taq_model.cli_support import (
+    ArgumentParser,
+    UsageError,
+    add_version_flag,
+    run_cli,
+    writable_dir,
+)
 from taq_model.runs import open_run
 
 from taq_actstats.analyze import AnalyzeConfig, analyze_stats
@@ -18,7 +24,7 @@ from taq_io import Store, StoreError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taq-actstats", description=__doc__)
+    parser = ArgumentParser(prog="taq-actstats", description=__doc__)
     add_version_flag(parser, "taq-actstats")
     sub = parser.add_subparsers(dest="command", required=True)
     collect = sub.add_parser("collect", help="per layer x timestep x channel statistics")
@@ -54,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _collect(args) -> int:
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: pick one")
+    try:
+        config = CollectConfig(args.num_images, args.stride, args.layers)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
     if any(g.spec.kind == "actstats" for g in store.groups()) and not (
         args.resume or args.overwrite
@@ -61,12 +71,7 @@ def _collect(args) -> int:
         raise UsageError(f"{args.store} already has actstats: pass --resume or --overwrite")
     start = time.perf_counter()
     try:
-        group = collect_stats(
-            handle,
-            store,
-            CollectConfig(args.num_images, args.stride, args.layers),
-            overwrite=args.overwrite,
-        )
+        group = collect_stats(handle, store, config, overwrite=args.overwrite)
     except ValueError as err:
         raise UsageError(str(err)) from None
     sizes = group.sizes
@@ -79,8 +84,8 @@ def _collect(args) -> int:
 
 def _analyze(args) -> int:
     names = TierRule().to_json()
-    rule = TierRule(**{k: getattr(args, k) for k in names})
     try:
+        rule = TierRule(**{k: getattr(args, k) for k in names})
         config = AnalyzeConfig(
             rule,
             args.range_margin,
@@ -99,6 +104,7 @@ def _analyze(args) -> int:
 
 def _plot(args) -> int:
     store = Store.open(args.store)
+    out = writable_dir(args.out or Path(args.store).parent / "plots", "--out")
     stats = store.require_group("actstats")
     sigmas = stats.read("timesteps") / 1000.0
     data = {
@@ -114,7 +120,6 @@ def _plot(args) -> int:
     if args.quant_config:
         group = store.require_group("quant_config")
         quant = {k: group.read(k) for k in ("bits", "scale", "shift")}
-    out = args.out or Path(args.store).parent / "plots"
     paths = plot_all(data, out, quant)
     print(f"wrote {len(paths)} plots to {out}: " + ", ".join(p.name for p in paths))
     return 0

@@ -36,6 +36,12 @@ class CollectConfig:
     stride: int = 1
     layers: str | None = None  # glob(s) over layer names; None: every quantizable linear
 
+    def __post_init__(self) -> None:
+        if self.num_images is not None and self.num_images < 1:
+            raise ValueError(f"--num-images must be at least 1, got {self.num_images}")
+        if self.stride < 1:
+            raise ValueError(f"--stride must be at least 1, got {self.stride}")
+
     def to_json(self) -> dict:
         return asdict(self)
 

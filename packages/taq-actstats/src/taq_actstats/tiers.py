@@ -15,6 +15,7 @@ Under both, a high p99/p50 ratio (heavy tails) forces A8.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -36,6 +37,11 @@ class TierRule:
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise ValueError(f"--rule {self.rule!r} is unknown: pick one of {', '.join(RULES)}")
+        for name, value in asdict(self).items():
+            if name != "rule" and not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be a finite number > 0, got {value}"
+                )
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -31,6 +31,12 @@ class CacheConfig:
     stride: int = 1  # every stride-th stored calib step
     blocks: tuple[str, ...] | None = None  # None: every block
 
+    def __post_init__(self) -> None:
+        if self.num_images is not None and self.num_images < 1:
+            raise ValueError(f"--num-images must be at least 1, got {self.num_images}")
+        if self.stride < 1:
+            raise ValueError(f"--stride must be at least 1, got {self.stride}")
+
     def to_json(self) -> dict:
         data = asdict(self)
         data["blocks"] = list(self.blocks) if self.blocks else None

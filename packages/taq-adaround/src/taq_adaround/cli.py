@@ -7,15 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-from taq_model.cli_support import UsageError, add_version_flag, run_cli
+from taq_model.cli_support import ArgumentParser, UsageError, add_version_flag, run_cli
 from taq_model.runs import open_run
 
 from taq_adaround.blockio import CacheConfig, cache_block_io
 from taq_adaround.optimize import DataError, optimize_blocks
 from taq_adaround.reconstruct import AdaRoundConfig
 from taq_io import StoreError
-
-EXPORTABLE_BITS = (2, 3, 4, 5, 6, 8)  # MLX's affine QuantizedLinear
 
 
 def _blocks(text: str | None) -> tuple[str, ...] | None:
@@ -31,7 +29,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taq-adaround", description=__doc__)
+    parser = ArgumentParser(prog="taq-adaround", description=__doc__)
     add_version_flag(parser, "taq-adaround")
     sub = parser.add_subparsers(dest="command", required=True)
     cache = sub.add_parser("cache", help="record every block's FP inputs/outputs")
@@ -55,46 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check(args: argparse.Namespace) -> None:
+def _config(args: argparse.Namespace) -> CacheConfig | AdaRoundConfig:
+    """The command's config, built (and so checked) before the store is opened."""
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: pick one")
-    if args.command == "optimize":
-        if args.bits_w not in EXPORTABLE_BITS:
-            raise UsageError(
-                f"--bits-w {args.bits_w} is not supported: MLX's QuantizedLinear stores "
-                f"{', '.join(map(str, EXPORTABLE_BITS))} bits"
-            )
-        if args.bits_a and not 2 <= args.bits_a <= 8:
-            raise UsageError(f"--bits-a must be 0 (off) or 2..8, got {args.bits_a}")
-        if args.iters < 1 or args.batch_size < 1:
-            raise UsageError("--iters and --batch-size must be at least 1")
-
-
-def _existing(store, kind: str) -> bool:
-    return any(g.spec.kind == kind for g in store.groups())
-
-
-def run(args: argparse.Namespace) -> int:
-    _check(args)
-    store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
-    kind = "blockio" if args.command == "cache" else "weights"
-    if _existing(store, kind) and not (args.resume or args.overwrite):
-        raise UsageError(
-            f"{args.store} already has {kind} groups: pass --resume to continue "
-            "or --overwrite to replace them"
-        )
-    start = time.perf_counter()
     try:
         if args.command == "cache":
-            config = CacheConfig(args.num_images, args.stride, _blocks(args.blocks))
-            groups = cache_block_io(handle, store, config, overwrite=args.overwrite)
-            samples = next(iter(groups.values())).total_units
-            print(
-                f"blockio: {len(groups)} block(s) x {samples} samples in "
-                f"{time.perf_counter() - start:.1f}s -> {args.store}/blockio"
-            )
-            return 0
-        config = AdaRoundConfig(
+            return CacheConfig(args.num_images, args.stride, _blocks(args.blocks))
+        return AdaRoundConfig(
             iters=args.iters,
             batch_size=args.batch_size,
             bits_w=args.bits_w,
@@ -106,6 +72,33 @@ def run(args: argparse.Namespace) -> int:
             reg_weight=args.reg_weight,
             seed=args.seed,
         )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _existing(store, kind: str) -> bool:
+    return any(g.spec.kind == kind for g in store.groups())
+
+
+def run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
+    kind = "blockio" if args.command == "cache" else "weights"
+    if _existing(store, kind) and not (args.resume or args.overwrite):
+        raise UsageError(
+            f"{args.store} already has {kind} groups: pass --resume to continue "
+            "or --overwrite to replace them"
+        )
+    start = time.perf_counter()
+    try:
+        if args.command == "cache":
+            groups = cache_block_io(handle, store, config, overwrite=args.overwrite)
+            samples = next(iter(groups.values())).total_units
+            print(
+                f"blockio: {len(groups)} block(s) x {samples} samples in "
+                f"{time.perf_counter() - start:.1f}s -> {args.store}/blockio"
+            )
+            return 0
         result = optimize_blocks(
             handle,
             store,

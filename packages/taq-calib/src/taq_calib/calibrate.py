@@ -8,6 +8,7 @@ done, so a killed run resumes at the first missing image and ends bit-identical.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
@@ -46,6 +47,10 @@ class CalibConfig:
             raise ValueError(f"--num-steps must be at least 1, got {self.num_steps}")
         if not 1 <= self.stride <= self.num_steps:
             raise ValueError(f"--stride must be in 1..{self.num_steps}, got {self.stride}")
+        if not math.isfinite(self.cfg) or self.cfg < 0:
+            raise ValueError(f"--cfg must be a finite number >= 0 (0: no guidance), got {self.cfg}")
+        if not 0 <= self.seed < 2**32 - self.num_images:
+            raise ValueError(f"--seed must be in 0..{2**32 - 1 - self.num_images}, got {self.seed}")
 
     @property
     def stored_steps(self) -> list[int]:

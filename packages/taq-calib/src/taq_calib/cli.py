@@ -6,15 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from taq_model.cli_support import UsageError, add_version_flag, run_cli
+from taq_model.cli_support import ArgumentParser, UsageError, add_version_flag, run_cli
 from taq_model.presets import DEFAULT_PRESET, PRESETS, ModelOptions, load_preset
+from taq_model.runs import refuse_other_model
 
 from taq_calib.calibrate import CalibConfig, calibrate
 from taq_io import Store, StoreError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="taq-calib", description=__doc__)
+    p = ArgumentParser(prog="taq-calib", description=__doc__)
     add_version_flag(p, "taq-calib")
     p.add_argument("--store", type=Path, required=True, help="the run's zarr store (directory)")
     p.add_argument("--model", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)}")
@@ -40,9 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_prompts(path: Path) -> tuple[str, ...]:
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as err:
         raise UsageError(f"cannot read prompts file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(
+            f"prompts file {path} is not UTF-8 text: give a text file, one prompt per line"
+        ) from None
     prompts = tuple(line.strip() for line in lines if line.strip())
     if not prompts:
         raise UsageError(f"prompts file {path} is empty: put one prompt per line")
@@ -65,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         options = ModelOptions(args.t5, args.height, args.width)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    refuse_other_model(args.store, args.model)
     handle = load_preset(args.model, local_ckpt=args.local_ckpt, options=options)
     prompts = prompts or tuple(handle.default_prompts)
     handle.validate_prompts(prompts)

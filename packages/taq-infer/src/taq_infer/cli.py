@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
 import taq_model  # noqa: F401  (optimised BLAS before MLX)
 from taq_model.blas import blas_info
-from taq_model.cli_support import UsageError, add_version_flag, run_cli
+from taq_model.cli_support import UsageError, add_version_flag, run_cli, writable_dir
 from taq_model.images import image_grid, save_png, upscale_for
 from taq_model.presets import load_preset
 from taq_model.runs import open_run
@@ -117,9 +118,21 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError('--prompt is required, e.g. --prompt "digit 3"')
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    if args.cfg is not None and not (math.isfinite(args.cfg) and args.cfg >= 0):
+        raise UsageError(f"--cfg must be a finite number >= 0 (0: no guidance), got {args.cfg}")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed must be in 0..{2**32 - 1}, got {args.seed}")
+    if args.smoothquant and args.act in ("static", "none"):
+        raise UsageError(
+            f"--smoothquant is a variant of the time-aware tiers: use it with --act timestep "
+            f"(or auto), not --act {args.act}"
+        )
     output = Path(args.output)
     if output.suffix.lower() != ".png":
         raise UsageError(f"--output must be a .png path, got {output}")
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a directory: pass a .png file path")
+    writable_dir(output.parent, "--output's directory")
 
     if args.modulation_bits not in (None, *MODULATION_BITS):
         raise UsageError(

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from taq_io.lock import LOCK_FILE
 from taq_pipeline.testing import ENV, MINIMAL, taq
 
 VARIANTS = [
@@ -31,7 +32,7 @@ def snapshot(*roots) -> dict:
         str(path): path.stat().st_mtime_ns
         for root in roots
         for path in root.rglob("*")
-        if path.is_file()
+        if path.is_file() and path.name != LOCK_FILE  # each writer records itself there
     }
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 SCHEMA_NAME = "taq"
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: checksummed chunks, every chunk written, stage timings
 ATTRS_KEY = "taq"
 """The one namespaced attribute key on the root, on every group and on every array."""
 

@@ -76,6 +76,9 @@ CASES = {
         "exclude each other",
     ),
     "taq-calib --overwrite": ("taq-calib", ["--store", "STORE"], "pass --resume"),
+    "taq-calib --t5": ("taq-calib", ["--store", "NEW", "--t5"], "--t5"),
+    "taq-calib --height": ("taq-calib", ["--store", "NEW", "--height", "100"], "--height"),
+    "taq-calib --width": ("taq-calib", ["--store", "NEW", "--width", "-16"], "--width"),
     # taq-adaround
     "taq-adaround cache --store": ("taq-adaround", ["cache", "--store", "NEW"], "no taq store"),
     "taq-adaround cache --blocks": (
@@ -230,6 +233,17 @@ CASES = {
         ["--store", "STORE", "--prompt", "digit 3", "--steps", "4", "--output", "FULL"],
         "no space left on the device",
     ),
+    "taq-infer --checkpoint": (
+        "taq-infer",
+        ["--checkpoint", "NEW/x.safetensors", "--prompt", "digit 3", *OUT],
+        "no checkpoint at",
+    ),
+    "taq-infer --checkpoint-not-one": (
+        "taq-infer",
+        ["--checkpoint", "FILE", "--prompt", "digit 3", *OUT],
+        "is not a readable safetensors file",
+    ),
+    "taq-infer --modulation-bits": ("taq-infer", [*INFER, "--modulation-bits", "7"], "--modul"),
     "taq-infer --weights": ("taq-infer", [*INFER, "--weights", "gptq"], "invalid choice"),
     "taq-infer --seed": ("taq-infer", [*INFER, "--seed", "-1"], "--seed must be"),
     "taq-infer --steps": ("taq-infer", [*INFER, "--steps", "0"], "--steps must be"),
@@ -283,6 +297,34 @@ CASES = {
         "does not exist",
     ),
     "taq run --overwrite": ("taq", ["run", "--store", "STORE", "--num-images", "3"], "--overwrite"),
+    "taq run --t5": ("taq", ["run", "--store", "NEW", "--t5"], "--t5"),
+    "taq run --height": ("taq", ["run", "--store", "NEW", "--height", "100"], "--height"),
+    "taq run --width": ("taq", ["run", "--store", "NEW", "--width", "0"], "--width"),
+    "taq export --store": (
+        "taq",
+        ["export", "--store", "NEW", "--output", "NEW/m.safetensors"],
+        "no taq",
+    ),
+    "taq export --output": (
+        "taq",
+        ["export", "--store", "STORE", "--output", "FILE/m.safetensors"],
+        "is a file, not a directory",
+    ),
+    "taq export --weights": (
+        "taq",
+        ["export", "--store", "STORE", "--output", "NEW/m.safetensors", "--weights", "gptq"],
+        "invalid choice",
+    ),
+    "taq export --dtype": (
+        "taq",
+        ["export", "--store", "STORE", "--output", "NEW/m.safetensors", "--dtype", "int8"],
+        "invalid choice",
+    ),
+    "taq export --modulation-bits": (
+        "taq",
+        ["export", "--store", "STORE", "--output", "NEW/m.safetensors", "--modulation-bits", "7"],
+        "--modulation-bits",
+    ),
     "taq eval --store": ("taq", ["eval", "--store", "NEW"], "no taq store"),
     "taq eval --eval-samples": ("taq", ["eval", "--store", "STORE", "--eval-samples", "0"], "at l"),
     "taq eval --seed": ("taq", ["eval", "--store", "STORE", "--seed", "-1"], "--seed must be"),
@@ -310,6 +352,8 @@ CASES = {
 }
 
 ACCEPTED = {
+    **{f"{cli} --version": "prints the version" for cli in CLIS},
+    "taq export --local-ckpt": "a path read only for the sd3-medium preset",
     "taq-adaround cache --local-ckpt": "a path read only for the sd3-medium preset",
     "taq-adaround optimize --local-ckpt": "a path read only for the sd3-medium preset",
     "taq-adaround optimize --no-compile": "a switch: any value is valid",
@@ -332,7 +376,7 @@ def _flags(parser: argparse.ArgumentParser, prefix: str = "") -> set[str]:
             for name, sub in action.choices.items():
                 found |= _flags(sub, f"{prefix}{name} ")
         elif action.option_strings and action.dest != "help":
-            found.add(prefix + max(action.option_strings, key=len))
+            found.add(prefix + next(s for s in action.option_strings if s.startswith("--")))
     return found
 
 

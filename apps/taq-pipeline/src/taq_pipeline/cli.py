@@ -13,7 +13,13 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from taq_model.cli_support import ArgumentParser, UsageError, add_version_flag, run_cli
+from taq_model.cli_support import (
+    ArgumentParser,
+    UsageError,
+    add_version_flag,
+    run_cli,
+    writable_dir,
+)
 from taq_model.doctor import environment_report
 from taq_model.runs import open_run
 
@@ -203,6 +209,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    writable_dir(Path(args.output).parent, "--output's directory")
     config = ExportConfig(
         store=args.store,
         output=args.output,

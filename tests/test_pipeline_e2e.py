@@ -45,10 +45,26 @@ def test_run_writes_a_report_with_every_variant(finished):
         for key in ("mse", "psnr_db", "accuracy", "frechet", "weight_bytes", "seconds"):
             assert np.isfinite(variant[key]), (variant["name"], key)
     assert data["variants"][1]["weight_bytes"] < 0.2 * data["variants"][0]["weight_bytes"]
+    assert data["eval"]["seeds"] == {
+        "split": "heldout",
+        "calibration": "0..1",
+        "evaluation": "50000..50003",
+    }
+    for name in VARIANTS[1:]:
+        psnr = data["intervals"]["variants"][name]["psnr_db"]
+        assert psnr["low"] <= psnr["value"] <= psnr["high"], name
+    claims = data["intervals"]["comparisons"]
+    assert [(c["better"], c["worse"]) for c in claims] == [
+        ("AdaRound W4", "RTN W4"),
+        (VARIANTS[4], "AdaRound W4A8 static"),
+        ("+ SmoothQuant", VARIANTS[4]),
+    ]
+    assert all(c["met"] == (c["difference"]["low"] > c["margin"]) for c in claims)
     assert [b["block"] for b in data["blocks"]] == ["mm0", "mm1", "mm2", "mm3"]
     md = (store.parent / "run-report" / "report.md").read_text()
     assert md.index("| variant |") < md.index("## AdaRound vs RTN per block")
     assert "simulated" in md and "real" in md
+    assert "95 % interval" in md and "AdaRound W4 vs RTN W4: " in md
     for png in ("samples", "block_mse", "quality_vs_bits", "tiers"):
         assert (store.parent / "run-report" / f"{png}.png").stat().st_size > 1000
 

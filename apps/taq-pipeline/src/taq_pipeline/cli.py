@@ -29,9 +29,18 @@ from taq_infer.checkpoint import ExportConfig, export_checkpoint
 from taq_infer.loading import SCALE_DTYPES
 from taq_io import STALE, Store, StoreError, describe
 from taq_io.integrity import verify_group
-from taq_pipeline.evaluate import VARIANTS, EvalConfig, evaluate, load_eval, read_results
+from taq_pipeline.evaluate import (
+    CLAIMS,
+    VARIANTS,
+    EvalConfig,
+    evaluate,
+    load_eval,
+    read_results,
+)
+from taq_pipeline.intervals import Interval, evaluation_intervals
 from taq_pipeline.pipeline import RunConfig, report_dir, run_stages
 from taq_pipeline.report import NOTE, write_report
+from taq_pipeline.seeds import SPLITS, seed_split
 
 EVAL_FILE = "eval.json"
 HELP = {
@@ -59,6 +68,7 @@ HELP = {
     "other_a6": "absolute rule: other layers' input absmax below this -> A6, else A8",
     "range_margin": "activation grids cover this x the calibration maximum (>= 1)",
     "eval_samples": "evaluation samples per variant (fixed prompts and seeds)",
+    "eval_split": "evaluation seeds: heldout (no default was tuned on them) or tuning",
     "seed": "seed of calibration, AdaRound and evaluation",
     "overwrite": "recompute stale stages (changed flags or inputs) instead of refusing",
 }
@@ -81,15 +91,23 @@ def _config(args: argparse.Namespace) -> RunConfig:
     config = RunConfig(**{f.name: getattr(args, f.name) for f in fields(RunConfig)})
     try:
         config.validate()  # every stage's flags, before the first stage starts
+        seed_split(config.seed, config.num_images, config.eval_split, config.eval_samples)
     except ValueError as err:
         raise UsageError(str(err)) from None
     return config
 
 
-def _eval_config(store: Store, samples: int, seed: int, local_ckpt: str | None) -> EvalConfig:
+def _eval_config(store: Store, samples: int, split: str, local_ckpt: str | None) -> EvalConfig:
     calib = store.require_group("calib").meta.config  # evaluate on the calibrated schedule
     return EvalConfig(
-        store.model.preset, samples, calib["num_steps"], calib["cfg"], seed, local_ckpt
+        store.model.preset,
+        samples,
+        calib["num_steps"],
+        calib["cfg"],
+        calib["seed"],
+        calib["num_images"],
+        split,
+        local_ckpt,
     )
 
 
@@ -114,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _config(args)
     start = time.perf_counter()
     store, handle, timings = run_stages(config)
-    eval_config = _eval_config(store, config.eval_samples, config.seed, config.local_ckpt)
+    eval_config = _eval_config(store, config.eval_samples, config.eval_split, config.local_ckpt)
     report = _evaluate_and_report(store, eval_config, config.to_json())
     print(f"\ntaq run finished in {time.perf_counter() - start:.0f}s")
     print(f"{'stage':<20}{'how':<18}{'seconds':>8}  written to {config.store}")
@@ -131,11 +149,23 @@ def _eval(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     store, _ = open_run(args.store, mode="r", local_ckpt=args.local_ckpt)
-    config = _eval_config(store, args.eval_samples, args.seed, args.local_ckpt)
+    config = _eval_config(store, args.eval_samples, args.split, args.local_ckpt)
     results = evaluate(store, config, report_dir(store.path) / EVAL_FILE)
+    record = load_eval(report_dir(store.path) / EVAL_FILE)
+    stats = evaluation_intervals(results, CLAIMS)
     print(NOTE)
+    seeds = record["seeds"]
+    print(
+        f"{seeds['split']} seeds {seeds['evaluation']} (calibration {seeds['calibration']}); "
+        f"mean [95 % interval], {stats['method']}"
+    )
     for r in results:
-        print(f"{r.name:<36} PSNR {r.psnr_db:6.2f} dB  accuracy {r.accuracy}")
+        row = stats["variants"][r.name]
+        psnr = Interval(**row["psnr_db"]).describe() if "psnr_db" in row else "inf"
+        accuracy = Interval(**row["accuracy"]).describe(".3f") if "accuracy" in row else "-"
+        print(f"{r.name:<36} PSNR {psnr} dB  accuracy {accuracy}")
+    for comparison in stats["comparisons"]:
+        print(comparison["text"])
     print(f"evaluation: {report_dir(store.path) / EVAL_FILE}")
     return 0
 
@@ -245,7 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate every variant of a finished store (eval.json)")
     ev.add_argument("--store", default=RunConfig.store)
     ev.add_argument("--eval-samples", type=int, default=RunConfig.eval_samples)
-    ev.add_argument("--seed", type=int, default=RunConfig.seed)
+    ev.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=RunConfig.eval_split,
+        help="heldout: the report's seeds; tuning: the seeds defaults are chosen on",
+    )
     ev.add_argument("--local-ckpt", default=None)
     ev.set_defaults(func=_eval)
     report = sub.add_parser("report", help="write report.md/json and plots from eval.json")

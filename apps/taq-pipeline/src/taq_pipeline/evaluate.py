@@ -6,6 +6,10 @@ tiny-digits the digit classifier's accuracy and a Fréchet distance of its featu
 real digits; resident weight bytes of the quantized layers; wall time; average activation
 bits. Packed 4-bit weights are real; activation quantization is simulated (fake-quant).
 
+Seeds: the split's (`seeds.py`: held-out by default, never a calibration or tuning seed); each
+variant keeps its per-sample MSE and digit correctness, so `intervals.py` can give every metric
+a 95 % interval and each claim a paired comparison on the same samples.
+
 Results go to `eval.json` next to the report, one variant at a time (written atomically),
 with the identities of the store groups they came from: a killed evaluation resumes at the
 first variant not written, and changed artifacts invalidate the file.
@@ -29,7 +33,9 @@ from taq_model.taxonomy import get_module, quantizable_layers
 import numpy as np
 
 from taq_infer import load_quantized
-from taq_io import Store, config_hash
+from taq_io import Store, StoreError, config_hash
+from taq_pipeline.intervals import Claim
+from taq_pipeline.seeds import seed_split
 
 VARIANTS = (
     ("FP", None),
@@ -39,8 +45,14 @@ VARIANTS = (
     ("AdaRound W4 + time-aware A4/A6/A8", {"weights": "adaround", "act": "timestep"}),
     ("+ SmoothQuant", {"weights": "adaround", "act": "timestep", "smoothquant": True}),
 )
+# The claims the report checks, each a paired comparison on the same seeds (intervals.py).
+CLAIMS = (
+    Claim("AdaRound W4", "RTN W4", "psnr", margin=3.0),  # the weight track's target: +3 dB
+    Claim("AdaRound W4 + time-aware A4/A6/A8", "AdaRound W4A8 static", "psnr"),
+    Claim("+ SmoothQuant", "AdaRound W4 + time-aware A4/A6/A8", "psnr"),
+)
 INPUTS = (("weights", "rtn"), ("weights", "adaround"), ("quant_config", None))
-EVAL_VERSION = 1
+EVAL_VERSION = 2  # 2: seed splits, per-sample MSE and correctness
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,9 @@ class EvalConfig:
     samples: int
     num_steps: int
     cfg: float
-    seed: int
+    seed: int  # the calibration's: every split's seeds lie above it
+    num_images: int  # calibration images (their seeds are never evaluated on)
+    split: str = "heldout"  # heldout | tuning (seeds.py)
     local_ckpt: str | None = None
     version: int = EVAL_VERSION
 
@@ -70,10 +84,13 @@ class VariantResult:
     seconds: float
     act_bits: float | None  # None: activations in float32
     images: list  # uint8 (N, h, w, c) as nested lists, for the sample grid
+    sample_mse: list  # per sample, vs FP's image of the same seed
+    correct: list | None  # per sample 0/1 (tiny-digits' classifier), else None
 
     def row(self) -> dict:
         data = asdict(self)
-        data.pop("images")
+        for per_sample in ("images", "sample_mse", "correct"):
+            data.pop(per_sample)
         return data
 
 
@@ -137,7 +154,15 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
     prompts = [
         handle.default_prompts[i % len(handle.default_prompts)] for i in range(config.samples)
     ]
-    seeds = [config.seed + 1000 + i for i in range(config.samples)]  # not the calib seeds
+    split = seed_split(config.seed, config.num_images, config.split, config.samples)
+    calibrated = set(store.require_group("calib").read("seeds").tolist())
+    if calibrated & set(split.evaluation):
+        raise StoreError(
+            f"evaluation seeds {split.to_json()['evaluation']} include calibration seeds of "
+            f"{store.path}: its calib group was made with another --seed; rerun `taq run`"
+        )
+    seeds = list(split.evaluation)
+    record["seeds"] = split.to_json()
     digits = config.model == "tiny-digits"
     labels = np.array([int(p.split()[-1]) for p in prompts]) if digits else None
     real_features = digit_classifier.features(load_digit_images()[0]) if digits else None
@@ -164,10 +189,12 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
         images = handle.to_images(latents)
         if reference is None:
             reference = images.astype(np.float64)
-        mse = float(np.mean((images.astype(np.float64) - reference) ** 2))
-        accuracy = frechet = None
+        sample_mse = np.mean((images.astype(np.float64) - reference) ** 2, axis=(1, 2, 3))
+        mse = float(sample_mse.mean())
+        accuracy = frechet = correct = None
         if digits:
-            accuracy = float((digit_classifier.predict(latents) == labels).mean())
+            correct = (digit_classifier.predict(latents) == labels).astype(int).tolist()
+            accuracy = float(np.mean(correct))
             features = digit_classifier.features(latents)
             frechet = float(digit_classifier.frechet_distance(features, real_features))
         result = VariantResult(
@@ -180,6 +207,8 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
             seconds,
             _act_bits(store, options),
             images.tolist(),
+            sample_mse.tolist(),
+            correct,
         )
         record["variants"][name] = asdict(result)
         _write_json(path, record)

@@ -66,6 +66,7 @@ class RunConfig:
     other_a6: float = TierRule.other_a6
     range_margin: float = AnalyzeConfig.range_margin
     eval_samples: int = 20
+    eval_split: str = "heldout"  # seeds.py: the report's numbers come from held-out seeds
     seed: int = 0
     overwrite: bool = False
 

@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 
 from taq_actstats.tiers import TierRule  # noqa: E402
 from taq_io import Store  # noqa: E402
+from taq_pipeline.evaluate import CLAIMS  # noqa: E402
+from taq_pipeline.intervals import Interval, evaluation_intervals  # noqa: E402
 
 NOTE = (
     "Real vs simulated: the packed 4-bit weights are real (MLX QuantizedLinear codes held in "
@@ -36,6 +38,10 @@ def _fmt(value, spec: str, none: str = "-") -> str:
     if isinstance(value, float) and math.isinf(value):
         return "inf"
     return format(value, spec)
+
+
+def _percent(interval: Interval) -> str:
+    return f"{interval.value:.1%} [{interval.low:.1%}, {interval.high:.1%}]"
 
 
 def _finite(value):
@@ -95,10 +101,13 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         "groups": [],
     }
     timings = {**timings, "evaluate": evaluation}
+    stats = evaluation_intervals(results, CLAIMS)
+    seeds = eval_record["seeds"]
     data = {
         "store": str(store.path),
         "config": config,
-        "eval": {k: eval_record[k] for k in ("config", "config_hash", "inputs")},
+        "eval": {k: eval_record[k] for k in ("config", "config_hash", "inputs", "seeds")},
+        "intervals": stats,
         "environment": env.as_dict(),
         "variants": [r.row() for r in results],
         "blocks": blocks,
@@ -119,21 +128,35 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         "",
         NOTE,
         "",
+        f"Seeds ({seeds['split']} split): evaluation {seeds['evaluation']}, calibration "
+        f"{seeds['calibration']}; no default was chosen on held-out seeds. Brackets: 95 % "
+        f"interval ({stats['method']}).",
+        "",
         "| variant | PSNR vs FP (dB) | MSE vs FP | digit accuracy | Fréchet dist. | "
         "weight memory (KiB) | act. bits | wall time (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        row = stats["variants"][r.name]
+        psnr = Interval(**row["psnr_db"]).describe() if "psnr_db" in row else "inf"
+        mse = Interval(**row["mse"]).describe(".3g")
+        accuracy = _percent(Interval(**row["accuracy"])) if "accuracy" in row else _fmt(None, "")
         lines.append(
-            f"| {r.name} | {_fmt(r.psnr_db, '.2f')} | {_fmt(r.mse, '.3g')} | "
-            f"{_fmt(r.accuracy, '.1%')} | {_fmt(r.frechet, '.2f')} | "
+            f"| {r.name} | {psnr} | {mse} | {accuracy} | {_fmt(r.frechet, '.2f')} | "
             f"{r.weight_bytes / 1024:.1f} | {_fmt(r.act_bits, '.2f', 'fp32')} | "
             f"{r.seconds:.1f} |"
         )
     lines += [
         "",
-        f"{samples} samples ({prompts} in turn, seeds {1000 + config['seed']}"
-        f"..), {eval_record['config']['num_steps']} Euler steps, CFG "
+        "Claims, each a paired comparison on the same seeds (met only when the whole interval "
+        "of the difference lies above the target, 0 unless stated):",
+        "",
+    ]
+    lines += [f"- {c['text']}" for c in stats["comparisons"]]
+    lines += [
+        "",
+        f"{samples} samples ({prompts} in turn, seeds {seeds['evaluation']}"
+        f"), {eval_record['config']['num_steps']} Euler steps, CFG "
         f"{eval_record['config']['cfg']:g}; PSNR/MSE on the uint8 images vs FP's; accuracy "
         "and Fréchet distance from the digit classifier (features vs the real digits). "
         "Weight memory: resident bytes of the quantized layers (FP: float32; time-aware rows "

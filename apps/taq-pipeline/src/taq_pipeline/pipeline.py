@@ -53,7 +53,7 @@ class RunConfig:
     num_steps: int | None = None  # None: the preset's default (30 for tiny-digits)
     cfg: float | None = None  # None: the preset's default
     cache_stride: int = 3
-    iters: int = 500
+    iters: int = 1000
     batch_size: int = 16
     bits_w: int = 4
     bits_a: int = 8
@@ -65,7 +65,7 @@ class RunConfig:
     other_a4: float = TierRule.other_a4
     other_a6: float = TierRule.other_a6
     range_margin: float = AnalyzeConfig.range_margin
-    eval_samples: int = 20
+    eval_samples: int = 40
     eval_split: str = "heldout"  # seeds.py: the report's numbers come from held-out seeds
     seed: int = 0
     overwrite: bool = False

@@ -10,6 +10,13 @@ other seeds, whose extrema the average clips (tiny-digits, every layer-step at A
 per-step grids: 31.4 dB vs FP with averaged extrema, 40.6 dB with the maximum, 41.0 dB with
 the maximum x 1.5).
 
+Each step's grid is then capped at AdaRound's learned static activation range where the store
+has one (`weights/adaround`, `bits_a` > 0): the W4 rounding was trained with that clipping, and
+on tuning seeds the per-step grids over 1.5 x the calibration maximum lost to the static A8 grid
+even at A8 everywhere (tiny-digits, seeds 5000-5049: -0.45 dB [-1.05, +0.17] uncapped, the
+default tiers -0.48 dB; capped -0.14 dB [-0.33, +0.05]). Bits are still chosen on the uncapped
+range, so the cap never lowers a tier.
+
 SmoothQuant candidates (few outlier channels, a large spike over the median channel) get
 per-channel scales when smoothing lowers the estimated output noise, the re-rounding of the
 W4 weights included (`smoothquant.py`), without raising any step's bits; both variants are
@@ -50,6 +57,7 @@ class AnalyzeConfig:
     smooth_min_spike: float = 4.0  # max channel absmax / median channel absmax, at least
     bits_w: int = 4  # the weights' grid, on which taq-infer re-rounds smoothed W * s
     group_size: int = 64
+    static_cap: bool = True  # grids no wider than AdaRound's learned static range
 
     def __post_init__(self) -> None:
         if not self.range_margin >= 1.0:  # NaN too
@@ -90,6 +98,33 @@ def mean_square(stats: StageGroup) -> np.ndarray:
     return ((counts * centres**2).sum(-1) / np.maximum(counts.sum(-1), 1)).T
 
 
+def static_ranges(store: Store, names: list[str]) -> tuple[np.ndarray, str | None]:
+    """AdaRound's learned static activation range per layer (NaN: none) and its group's
+    identity; all NaN and None when the store has no `weights/adaround` with activation scales.
+    """
+    ranges = np.full(len(names), np.nan)
+    if not any(g.path == "weights/adaround" for g in store.groups()):
+        return ranges, None
+    group = store.require_group("weights", "adaround")
+    bits_a = int(group.meta.config.get("bits_a", 0))
+    if not bits_a:
+        return ranges, None
+    index = {name: i for i, name in enumerate(names)}
+    present = group.read("present")  # (block, stream, role)
+    blocks, streams = group.read("block_names").tolist(), group.read("stream_names").tolist()
+    for r, role in enumerate(group.read("role_names").tolist()):
+        scale = group.read(f"{role}_act_scale")  # (block, stream)
+        for b, block in enumerate(blocks):
+            for s, stream in enumerate(streams):
+                name = next(
+                    (n for n in index if n.startswith(f"{block}.{stream}.") and n.endswith(role)),
+                    None,
+                )
+                if present[b, s, r] and name is not None:
+                    ranges[index[name]] = scale[b, s] * (2 ** (bits_a - 1) - 1)
+    return ranges, group.identity()
+
+
 def analyze_stats(
     handle: ModelHandle, store: Store, config: AnalyzeConfig, overwrite: bool = False
 ) -> Analysis:
@@ -109,8 +144,14 @@ def analyze_stats(
     power = mean_square(stats)
     tails = (stats.read("p99") / np.maximum(stats.read("p50"), 1e-8)).mean(axis=0).T
     bits = assign_bits(shifted, power, post_gelu, tails, config.rule)
+    inputs = {"actstats": stats.identity()}
+    learned, weights_id = static_ranges(store, names) if config.static_cap else (None, None)
+    grid_absmax = shifted
+    if weights_id is not None:
+        inputs["weights/adaround"] = weights_id
+        grid_absmax = np.fmin(shifted, learned[None, :])  # NaN (no learned range): uncapped
 
-    sq_bits, sq_absmax = bits.copy(), shifted.copy()
+    sq_bits, sq_absmax = bits.copy(), grid_absmax.copy()
     smoothing = np.where(np.isnan(low[:, 0, :]), np.nan, 1.0).astype(np.float32)
     outliers = stats.read("outlier_channels").mean(axis=0)  # (layer, step)
     for li, name in enumerate(names):
@@ -152,7 +193,7 @@ def analyze_stats(
         "quant_config",
         producer=PRODUCER,
         config=config.to_json(),
-        inputs={"actstats": stats.identity()},
+        inputs=inputs,
         sizes={"layer": len(names), "step": len(steps), "channel": cmin.shape[-1]},
         constants={
             "layer_names": names,
@@ -161,11 +202,11 @@ def analyze_stats(
             "timesteps": stats.read("timesteps"),
             "post_gelu": post_gelu,
             "bits": bits,
-            "scale": grid_scale(shifted, bits).astype(np.float32),
+            "scale": grid_scale(grid_absmax, bits).astype(np.float32),
             "shift": np.transpose(shift, (1, 0, 2)),
             "smoothing": smoothing,
             "absmax": absmax.astype(np.float32),
-            "quant_absmax": shifted.astype(np.float32),
+            "quant_absmax": grid_absmax.astype(np.float32),
             "mean_square": power.astype(np.float32),
             "sq_bits": sq_bits,
             "sq_scale": grid_scale(sq_absmax, sq_bits).astype(np.float32),
@@ -175,6 +216,13 @@ def analyze_stats(
     )
     group.mark_complete()
     summary = summarize(names, bits, sq_bits, absmax, shifted / margin, post_gelu, smoothing)
+    if weights_id is None:
+        summary.append("grids: not capped (no learned static activation scales in the store)")
+    else:
+        capped = int((grid_absmax < shifted).sum())
+        summary.append(
+            f"grids capped at AdaRound's learned static range: {capped} of {bits.size} layer-steps"
+        )
     return Analysis(group, summary)
 
 

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--bits-w", type=int, default=defaults.bits_w, help="weight bits (SmoothQuant's cost)"
     )
     analyze.add_argument("--group-size", type=int, default=defaults.group_size)
+    analyze.add_argument(
+        "--no-static-cap",
+        action="store_true",
+        help="do not cap each step's grid at AdaRound's learned static range",
+    )
     analyze.add_argument("--overwrite", action="store_true")
     plot = sub.add_parser("plot", help="PNG plots of the statistics")
     plot.add_argument("--store", type=Path, required=True)
@@ -92,6 +97,7 @@ def _analyze(args) -> int:
             args.smooth_alpha,
             bits_w=args.bits_w,
             group_size=args.group_size,
+            static_cap=not args.no_static_cap,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None

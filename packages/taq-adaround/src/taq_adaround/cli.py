@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--lr", type=float, default=defaults.lr)
     opt.add_argument("--lr-act", type=float, default=defaults.lr_act)
     opt.add_argument("--reg-weight", type=float, default=defaults.reg_weight)
+    opt.add_argument(
+        "--bias-correction",
+        action="store_true",
+        help="Adam with bias correction (PyTorch's default, the reference's); MLX's is off",
+    )
     opt.add_argument("--seed", type=int, default=defaults.seed)
     opt.add_argument("--no-compile", action="store_true", help="run the train step eagerly")
     return parser
@@ -70,6 +75,7 @@ def _config(args: argparse.Namespace) -> CacheConfig | AdaRoundConfig:
             lr=args.lr,
             lr_act=args.lr_act,
             reg_weight=args.reg_weight,
+            bias_correction=args.bias_correction,
             seed=args.seed,
         )
     except ValueError as err:

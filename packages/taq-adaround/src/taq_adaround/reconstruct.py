@@ -54,6 +54,7 @@ class AdaRoundConfig:
     warmup: float = 0.2
     beta_start: float = 20.0
     beta_end: float = 2.0
+    bias_correction: bool = False  # Adam's; MLX defaults to off, PyTorch (the reference) on
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -205,8 +206,8 @@ def set_mode(layers: dict[str, AdaRoundLinear], mode: str) -> None:
 def make_train_step(block, streams, layers, config: AdaRoundConfig, compile_step: bool):
     """One optimisation step; returns (step_fn, state) with `step_fn(batch, beta, reg_weight)`."""
     schedule = optim.cosine_decay(config.lr_act, config.iters)
-    opt_v = optim.Adam(learning_rate=config.lr)
-    opt_act = optim.Adam(learning_rate=schedule)
+    opt_v = optim.Adam(learning_rate=config.lr, bias_correction=config.bias_correction)
+    opt_act = optim.Adam(learning_rate=schedule, bias_correction=config.bias_correction)
 
     def loss_fn(model, batch, beta, reg_weight):
         rec = _reconstruction(model, streams, batch, _per_sample_sum)

@@ -216,6 +216,13 @@ def analyze_stats(
     )
     group.mark_complete()
     summary = summarize(names, bits, sq_bits, absmax, shifted / margin, post_gelu, smoothing)
+    ratio = shifted / np.maximum(shifted.max(axis=0, keepdims=True), 1e-30)
+    fine = int((ratio <= 31 / 127).sum())  # an A6 grid no coarser than A8 over every step
+    summary.append(
+        f"per-step ranges: x{ratio.min():.2f}-1 of each layer's largest; {fine} of {ratio.size} "
+        "layer-steps are small enough (<= x0.24) for A6 to be as fine as one A8 grid over all "
+        "steps"
+    )
     if weights_id is None:
         summary.append("grids: not capped (no learned static activation scales in the store)")
     else:

@@ -146,8 +146,9 @@ def evaluation_intervals(results, claims) -> dict:
         or all(per_sample[n]["correct"] is not None for n in (c.better, c.worse))
     ]
     return {
-        "method": f"percentile bootstrap over samples, {RESAMPLES} resamples, seed {SEED}, "
-        f"{LEVEL:.0%} intervals; comparisons paired on the same seeds",
+        "level": LEVEL,
+        "method": f"percentile bootstrap over samples, {RESAMPLES} resamples, seed {SEED}; "
+        "comparisons paired on the same seeds",
         "variants": variants,
         "comparisons": [c.to_json() | {"text": c.describe()} for c in comparisons],
     }

@@ -13,6 +13,7 @@ from taq_model.families import (
     physical_memory,
     tiny_family_handle,
 )
+from taq_model.options import ModelOptions, parse_spec
 from taq_model.presets import ModelError, load_preset
 from taq_model.sampling import flux_sigma_schedule
 from taq_model.taxonomy import block_names, quantizable_layers
@@ -71,6 +72,13 @@ def test_cli_refuses_a_model_larger_than_this_machine(tmp_path):
     assert out.returncode == 2
     (line,) = out.stderr.strip().splitlines()
     assert "sd3.5-large's MMDiT alone needs 32.6 GB in float32" in line
+
+
+def test_options_round_trip_through_the_dotted_name():
+    name, options = parse_spec("sd3.5-large@512x768+t5")
+    assert name == "sd3.5-large" and options == ModelOptions(True, 512, 768)
+    assert options.spec(name, FAMILIES[name].pixels) == "sd3.5-large@512x768+t5"
+    assert options.latent_shape(FAMILIES[name].latent_shape) == (64, 96, 16)
 
 
 @pytest.mark.parametrize(

@@ -121,3 +121,13 @@ def test_flux_identity_records_its_schedule():
     assert flux.schedule == "flux" and sd35.schedule == "discrete-flow"
     assert flux.sigmas(4).shape == (5,) and sd35.sigmas(4).shape == (5,)
     assert flux.identity.config_hash != sd35.identity.config_hash
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_tiny_family_is_a_preset_stages_can_rebuild(name):
+    handle = load_preset(name + "-tiny")
+    again = load_preset(handle.name)
+    assert handle.name == name + "-tiny"
+    assert again.identity == handle.identity
+    with pytest.raises(ModelError, match="fixed 8x8x16 latent"):
+        load_preset(name + "-tiny", options=ModelOptions(height=256))

@@ -145,14 +145,20 @@ def tiny_family_config(name: str):
     )
 
 
-def build_family_random(name: str, config, latent_shape: tuple[int, int, int], seed: int = 0):
+def build_family_random(
+    name: str,
+    config,
+    latent_shape: tuple[int, int, int],
+    seed: int = 0,
+    preset: str | None = None,
+):
     """A `RandomHandle` of `config` sampled as `name` is: its steps, CFG, shift, schedule and
     conditioning length (tests at toy size, benchmarks at real size)."""
     family = FAMILIES[name]
     return build_random(
         config,
         latent_shape,
-        name=f"{name}-random",
+        name=preset or f"{name}-random",
         num_tokens=family.num_tokens,
         seed=seed,
         shift=family.shift,
@@ -162,9 +168,14 @@ def build_family_random(name: str, config, latent_shape: tuple[int, int, int], s
     )
 
 
+TINY_SUFFIX = "-tiny"
+
+
 def tiny_family_handle(name: str, seed: int = 1) -> RandomHandle:
-    """`tiny_family_config(name)` with seeded random weights on 8x8x16 latents."""
-    return build_family_random(name, tiny_family_config(name), (8, 8, 16), seed)
+    """`tiny_family_config(name)` with seeded random weights on 8x8x16 latents; also the
+    presets `sd3.5-large-tiny` and `flux-schnell-tiny`, so every stage can rebuild it."""
+    config = tiny_family_config(name)
+    return build_family_random(name, config, (8, 8, 16), seed, preset=name + TINY_SUFFIX)
 
 
 def float32_bytes(config) -> int:
@@ -340,4 +351,5 @@ __all__ = [
     "float32_bytes",
     "tiny_family_config",
     "tiny_family_handle",
+    "TINY_SUFFIX",
 ]

@@ -7,6 +7,7 @@
 | `sd3-medium`        | real SD3-Medium from a local checkpoint or the HF cache       |
 | `sd3.5-large`       | real SD3.5 Large (`--local-ckpt`; `families.py`)               |
 | `flux-schnell`      | real FLUX.1-schnell (`--local-ckpt`; `families.py`)            |
+| `*-tiny`            | those two families at toy size, random weights (tests)         |
 
 Only construction and conditioning differ; sampling, hooks and artifacts are shared.
 """
@@ -398,7 +399,15 @@ def build_sd3(local_ckpt: str | None = None, options: ModelOptions | None = None
     )
 
 
-PRESETS = ("tiny-digits", "sd3-medium-random", "sd3-medium", "sd3.5-large", "flux-schnell")
+PRESETS = (
+    "tiny-digits",
+    "sd3-medium-random",
+    "sd3-medium",
+    "sd3.5-large",
+    "flux-schnell",
+    "sd3.5-large-tiny",
+    "flux-schnell-tiny",
+)
 SD3_LATENTS = (64, 64, 16)
 SD3_PIXELS = (512, 512)
 
@@ -446,6 +455,15 @@ def load_preset(
         from taq_model.families import build_family
 
         return build_family(base, local_ckpt, options)
+    if base in ("sd3.5-large-tiny", "flux-schnell-tiny"):
+        from taq_model.families import TINY_SUFFIX, tiny_family_handle
+
+        if not options.is_default:
+            raise ModelError(
+                f"{base} has a fixed 8x8x16 latent and no text encoders: drop "
+                "--t5, --height and --width"
+            )
+        return tiny_family_handle(base.removesuffix(TINY_SUFFIX), seed=seed)
     raise ModelError(f"unknown model preset {name!r}: choose one of {', '.join(PRESETS)}")
 
 

@@ -74,3 +74,12 @@ def test_optimize_learns_flux_mm_blocks_better_than_rtn(flux, cli):
     assert (ada.read("mse") < rtn.read("mse")).all()
     # FLUX's last MM block feeds unified blocks: its text stream keeps every layer
     assert ada.read("present").all()
+
+
+def test_unified_blocks_are_refused_in_one_line_before_any_work(flux, cli):
+    _, path = flux
+    out = cli("cache", "--store", path, "--blocks", "mm0,uni0", "--overwrite")
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert "unified blocks (uni0) are not cached yet" in line
+    Store.open(path).require_group("blockio", "mm0")  # still complete: nothing lost

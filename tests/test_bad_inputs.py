@@ -354,20 +354,20 @@ CASES = {
 
 ACCEPTED = {
     **{f"{cli} --version": "prints the version" for cli in CLIS},
-    "taq export --local-ckpt": "a path read only for the sd3-medium preset",
-    "taq-adaround cache --local-ckpt": "a path read only for the sd3-medium preset",
-    "taq-adaround optimize --local-ckpt": "a path read only for the sd3-medium preset",
+    "taq export --local-ckpt": "a path read only for the real-weight presets",
+    "taq-adaround cache --local-ckpt": "a path read only for the real-weight presets",
+    "taq-adaround optimize --local-ckpt": "a path read only for the real-weight presets",
     "taq-adaround optimize --no-compile": "a switch: any value is valid",
     "taq-adaround optimize --bias-correction": "a switch: any value is valid",
     "taq-actstats analyze --no-static-cap": "a switch: any value is valid",
-    "taq-actstats collect --local-ckpt": "a path read only for the sd3-medium preset",
-    "taq-actstats analyze --local-ckpt": "a path read only for the sd3-medium preset",
+    "taq-actstats collect --local-ckpt": "a path read only for the real-weight presets",
+    "taq-actstats analyze --local-ckpt": "a path read only for the real-weight presets",
     "taq-actstats plot --quant-config": "a switch (its missing group: `taq-actstats analyze`)",
     "taq-infer --compare": "a switch: any value is valid",
     "taq-infer --diff-stats": "a switch: any value is valid",
     "taq-infer --allow-stale": "a switch: any value is valid",
-    "taq-infer --local-ckpt": "a path read only for the sd3-medium preset",
-    "taq eval --local-ckpt": "a path read only for the sd3-medium preset",
+    "taq-infer --local-ckpt": "a path read only for the real-weight presets",
+    "taq eval --local-ckpt": "a path read only for the real-weight presets",
     "taq-model doctor --json": "a switch: any value is valid",
 }
 

@@ -64,4 +64,5 @@ def test_cli_bad_preset_exits_2_with_one_line():
     out = run_cli("sample", "--model", "sd4", "--output", "/tmp/x.png")
     assert out.returncode == 2
     expected = "error: unknown model preset 'sd4': choose one of tiny-digits, sd3-medium-random, "
-    assert out.stderr.strip().splitlines() == [expected + "sd3-medium"]
+    expected += "sd3-medium, sd3.5-large, flux-schnell, sd3.5-large-tiny, flux-schnell-tiny"
+    assert out.stderr.strip().splitlines() == [expected]

@@ -132,3 +132,19 @@ def test_unwritable_store_path(calib_cli, tmp_path):
     out = calib_cli("--store", blocker / "s.zarr", *SMALL)
     assert out.returncode == 2 and "--store" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_flux_family_calibrates_with_its_schedule_and_no_cfg(calib_cli, tmp_path):
+    from taq_model.presets import load_preset
+
+    store = tmp_path / "flux.zarr"
+    out = calib_cli("--store", store, "--model", "flux-schnell-tiny", "--num-images", "2")
+    assert out.returncode == 0, out.stderr
+    data = read_calib(store)
+    handle = load_preset("flux-schnell-tiny")
+    assert data["latents"].shape == (2, 4, 8, 8, 16)  # FLUX.1-schnell's 4 steps
+    np.testing.assert_array_equal(data["sigmas"], np.array(handle.sigmas(4)))
+    assert data["sigmas"][-1] == 0 and data["sigmas"][-2] > 0  # FluxSampler's, not SD3's
+    assert data["cond_tokens"].shape[-2:] == (256, 4096)  # T5 tokens at FLUX's width
+    final = np.array(handle.generate([data["prompts"][0]], [int(data["seeds"][0])])[0])
+    np.testing.assert_allclose(data["final_latents"][0], final, rtol=1e-5, atol=1e-5)

@@ -11,6 +11,7 @@ from taq_model.cli_support import add_version_flag, run_cli
 
 import mlx.core as mx
 
+from taq_bench import blocks
 from taq_bench.adaround import SHAPES, bench_adaround, lines
 from taq_bench.suite import bench_blas, bench_infer, bench_storage
 
@@ -22,6 +23,33 @@ def _adaround(args: argparse.Namespace) -> int:
     else:
         print(f"AdaRound train step on {mx.default_device()} ({blas_info().name} BLAS)")
         print("\n".join(lines(results)))
+    return 0
+
+
+def _blocks(args: argparse.Namespace) -> int:
+    shapes = blocks.parse_shapes(args.shapes)
+    blocks.check_image_tokens(args.image_tokens)
+    if not args.json:
+        print(
+            f"taq-bench blocks on {mx.default_device()} ({blas_info().name} BLAS): random "
+            "weights, batch 1, W4 = RTN group 64 with float16 scales, packed"
+        )
+    results = []
+    if not args.json:
+        print(blocks.header(), flush=True)
+    for shape in shapes:
+        results.append(blocks.bench_block(shape, args.image_tokens, args.seed))
+        if not args.json:
+            print(blocks.row(results[-1]), flush=True)
+    projections = blocks.project_models(results) if args.image_tokens is None else []
+    if args.json:
+        payload = {
+            "blocks": [r.as_dict() for r in results],
+            "projection": [p.as_dict() for p in projections],
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        print("\n".join(blocks.projection_lines(projections)))
     return 0
 
 
@@ -101,6 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     ada.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
     ada.add_argument("--json", action="store_true")
     ada.set_defaults(func=_adaround)
+    blk = sub.add_parser("blocks", help="one real block per model: W4 vs FP32 time and bytes")
+    blk.add_argument(
+        "--shapes", default=",".join(blocks.SHAPES), help=f"of {', '.join(blocks.SHAPES)}"
+    )
+    blk.add_argument(
+        "--image-tokens",
+        type=int,
+        default=None,
+        help="a square, for a quick run (default: each shape's real count; no projection)",
+    )
+    blk.add_argument("--seed", type=int, default=0)
+    blk.add_argument("--json", action="store_true")
+    blk.set_defaults(func=_blocks)
     sub.add_parser("infer", help="W4 vs FP32 sampling time and memory (see its --help)")
     for name, func, text in (
         ("blas", _blas, "optimised vs reference BLAS GEMM rate"),
@@ -120,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return infer_main(argv[1:])
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: args.func(args))
+    return run_cli(lambda: args.func(args), user_errors=(blocks.BlocksError,))
 
 
 if __name__ == "__main__":

@@ -64,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--steps", type=int, default=None)
     sample.add_argument("--cfg", type=float, default=None)
-    sample.add_argument("--local-ckpt", default=None, help="SD3-Medium MLX checkpoint")
+    sample.add_argument(
+        "--local-ckpt",
+        default=None,
+        help="MLX checkpoint of sd3-medium, sd3.5-large or flux-schnell",
+    )
     sample.add_argument("--output", type=Path, default=Path("samples.png"))
     sample.set_defaults(func=_sample)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 PIXEL_MULTIPLE = 16
 MAX_PIXELS = 1536
-_SPEC = re.compile(r"(?P<name>[a-z0-9-]+)(@(?P<height>\d+)x(?P<width>\d+))?(?P<t5>\+t5)?")
+_SPEC = re.compile(r"(?P<name>[a-z0-9.-]+)(@(?P<height>\d+)x(?P<width>\d+))?(?P<t5>\+t5)?")
 
 T5_FILES = (
     ("argmaxinc/stable-diffusion", "t5/t5xxl.safetensors"),

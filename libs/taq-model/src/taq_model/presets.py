@@ -5,6 +5,9 @@
 | `tiny-digits`       | small MMDiT trained in this repo on scikit-learn's digits     |
 | `sd3-medium-random` | SD3-2b MMDiT config, seeded random weights (speed/memory only) |
 | `sd3-medium`        | real SD3-Medium from a local checkpoint or the HF cache       |
+| `sd3.5-large`       | real SD3.5 Large (`--local-ckpt`; `families.py`)               |
+| `flux-schnell`      | real FLUX.1-schnell (`--local-ckpt`; `families.py`)            |
+| `*-tiny`            | those two families at toy size, random weights (tests)         |
 
 Only construction and conditioning differ; sampling, hooks and artifacts are shared.
 """
@@ -24,6 +27,7 @@ from taq_model.compat import import_diffusionkit
 from taq_model.options import ModelOptions, OptionsError, merge, missing_t5_files, parse_spec
 from taq_model.sampling import (
     Conditioning,
+    flux_sigma_schedule,
     initial_noise,
     sample_euler,
     sigma_schedule,
@@ -73,6 +77,7 @@ class ModelHandle(ABC):
     default_prompts: list[str]
     weights_id: str  # identifies the weights (file hash or seed)
     _identity: ModelIdentity | None = field(default=None, init=False, repr=False)
+    schedule: str = "discrete-flow"  # sigma schedule: SD3's, or "flux" (FluxSampler's)
 
     @property
     def identity(self) -> ModelIdentity:
@@ -84,8 +89,17 @@ class ModelHandle(ABC):
                 "shift": self.shift,
                 "weights": self.weights_id,
             }
+            if self.schedule != "discrete-flow":  # earlier stores' identities stay as they were
+                payload["schedule"] = self.schedule
             self._identity = ModelIdentity(self.name, hash_json(payload))
         return self._identity
+
+    def sigmas(self, num_steps: int | None = None) -> mx.array:
+        """The `num_steps + 1` sigmas this model samples along (DiffusionKit's schedule)."""
+        num_steps = num_steps or self.default_steps
+        if self.schedule == "flux":
+            return flux_sigma_schedule(num_steps, self.shift)
+        return sigma_schedule(num_steps, self.shift)
 
     @abstractmethod
     def encode(self, prompts: Sequence[str], negative: str = "") -> Conditioning:
@@ -121,7 +135,7 @@ class ModelHandle(ABC):
         """Final latents (N, H, W, C), one sampling run per (prompt, seed)."""
         num_steps = num_steps or self.default_steps
         cfg = self.default_cfg if cfg is None else cfg
-        sigmas = sigma_schedule(num_steps, self.shift)
+        sigmas = self.sigmas(num_steps)
         finals = []
         for prompt, seed in zip(prompts, seeds, strict=True):
             conditioning = self.encode([prompt])
@@ -171,7 +185,7 @@ class TinyDigitsHandle(ModelHandle):
         return pixels.round().astype(np.uint8)
 
 
-def _file_id(path: Path) -> str:
+def file_id(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -197,7 +211,7 @@ def build_tiny_digits(weights_path: str | os.PathLike | None = None) -> TinyDigi
         default_cfg=3.0,
         shift=1.0,
         default_prompts=list(digits.DIGIT_PROMPTS),
-        weights_id=_file_id(path),
+        weights_id=file_id(path),
         conditioner=conditioner,
         weights_path=path,
     )
@@ -285,6 +299,9 @@ def build_random(
     num_tokens: int = SD3_TOKENS,
     seed: int = 0,
     shift: float = 3.0,
+    steps: int = 28,
+    cfg: float = 5.0,
+    schedule: str = "discrete-flow",
 ) -> RandomHandle:
     """An MMDiT of any `MMDiTConfig` with seeded random weights (tests, benchmarks)."""
     import_diffusionkit()
@@ -298,11 +315,12 @@ def build_random(
         name=name,
         mmdit=mmdit,
         latent_shape=latent_shape,
-        default_steps=28,
-        default_cfg=5.0,
+        default_steps=steps,
+        default_cfg=cfg,
         shift=shift,
         default_prompts=list(SD3_PROMPTS),
         weights_id=f"seed:{seed}",
+        schedule=schedule,
         seed=seed,
         num_tokens=num_tokens,
     )
@@ -376,12 +394,20 @@ def build_sd3(local_ckpt: str | None = None, options: ModelOptions | None = None
         default_cfg=5.0,
         shift=3.0,
         default_prompts=list(SD3_PROMPTS),
-        weights_id=_file_id(Path(local_ckpt)) if local_ckpt else "hf:sd3_medium",
+        weights_id=file_id(Path(local_ckpt)) if local_ckpt else "hf:sd3_medium",
         pipeline=pipeline,
     )
 
 
-PRESETS = ("tiny-digits", "sd3-medium-random", "sd3-medium")
+PRESETS = (
+    "tiny-digits",
+    "sd3-medium-random",
+    "sd3-medium",
+    "sd3.5-large",
+    "flux-schnell",
+    "sd3.5-large-tiny",
+    "flux-schnell-tiny",
+)
 SD3_LATENTS = (64, 64, 16)
 SD3_PIXELS = (512, 512)
 
@@ -425,6 +451,19 @@ def load_preset(
         )
     if base == "sd3-medium":
         return build_sd3(local_ckpt, options)
+    if base in ("sd3.5-large", "flux-schnell"):
+        from taq_model.families import build_family
+
+        return build_family(base, local_ckpt, options)
+    if base in ("sd3.5-large-tiny", "flux-schnell-tiny"):
+        from taq_model.families import TINY_SUFFIX, tiny_family_handle
+
+        if not options.is_default:
+            raise ModelError(
+                f"{base} has a fixed 8x8x16 latent and no text encoders: drop "
+                "--t5, --height and --width"
+            )
+        return tiny_family_handle(base.removesuffix(TINY_SUFFIX), seed=seed)
     raise ModelError(f"unknown model preset {name!r}: choose one of {', '.join(PRESETS)}")
 
 

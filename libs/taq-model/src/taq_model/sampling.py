@@ -65,6 +65,17 @@ def sigma_schedule(num_steps: int, shift: float = 1.0) -> mx.array:
     return mx.array(schedule + [0.0])
 
 
+def flux_sigma_schedule(num_steps: int, shift: float = 1.0) -> mx.array:
+    """FLUX's `num_steps + 1` sigmas (`get_sigmas` with DiffusionKit's `FluxSampler`): the
+    discrete range starts at timestep 0, so the linspace itself ends at sigma 0."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+    start = (_sigma_mx(mx.array(1000.0), shift) * 1000).item()
+    end = (_sigma_mx(mx.array(0.0), shift) * 1000).item()
+    timesteps = mx.linspace(start, end, num_steps + 1)
+    return mx.array([_sigma_mx(timesteps[i], shift) for i in range(num_steps + 1)])
+
+
 def _discrete_sigmas(shift: float) -> mx.array:
     return _sigma_mx(mx.arange(1, 1001, 1), shift)
 

@@ -76,11 +76,12 @@ def diffusionkit_trajectory(
 ) -> tuple[np.ndarray, np.ndarray]:
     """x_t entering every step of DiffusionKit's own `sample_euler`, and the final latent."""
     dk = import_diffusionkit()
-    from diffusionkit.mlx.sampler import ModelSamplingDiscreteFlow
+    from diffusionkit.mlx.sampler import FluxSampler, ModelSamplingDiscreteFlow
 
+    sampler_type = FluxSampler if handle.schedule == "flux" else ModelSamplingDiscreteFlow
     pipe = SimpleNamespace(
         mmdit=handle.mmdit,
-        sampler=ModelSamplingDiscreteFlow(shift=handle.shift),
+        sampler=sampler_type(shift=handle.shift),
         activation_dtype=mx.float32,
         load_mmdit=lambda only_modulation_dict=True: handle.modulation_weights(),
     )
@@ -94,11 +95,7 @@ def diffusionkit_trajectory(
     bare = dk.DiffusionPipeline.__new__(dk.DiffusionPipeline)
     sigmas = bare.get_sigmas(pipe.sampler, num_steps)
     noise = bare.get_noise(seed, mx.zeros((1, *handle.latent_shape)))
-    c = handle.encode([prompt])
-    extra = {
-        "conditioning": mx.concatenate([c.tokens, c.negative_tokens]),
-        "cfg_weight": cfg,
-        "pooled_conditioning": mx.concatenate([c.pooled, c.negative_pooled]),
-    }
+    tokens, pooled = handle.encode([prompt]).model_batch(cfg)
+    extra = {"conditioning": tokens, "cfg_weight": cfg, "pooled_conditioning": pooled}
     final, _ = dk.sample_euler(Recording(pipe), noise, sigmas, extra_args=extra)
     return np.stack(seen), np.array(final[0])

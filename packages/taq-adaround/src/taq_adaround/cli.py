@@ -23,7 +23,11 @@ def _blocks(text: str | None) -> tuple[str, ...] | None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, required=True, help="the run's zarr store")
     p.add_argument("--blocks", default=None, help="comma-separated, e.g. mm0,mm1 (default: all)")
-    p.add_argument("--local-ckpt", default=None, help="sd3-medium: MLX checkpoint file")
+    p.add_argument(
+        "--local-ckpt",
+        default=None,
+        help="MLX checkpoint of sd3-medium, sd3.5-large or flux-schnell",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace existing groups")
 

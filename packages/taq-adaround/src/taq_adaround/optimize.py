@@ -12,7 +12,13 @@ from taq_model.taxonomy import block_names
 import mlx.core as mx
 import numpy as np
 
-from taq_adaround.reconstruct import AdaRoundConfig, BlockData, BlockResult, adaround_block
+from taq_adaround.reconstruct import (
+    AdaRoundConfig,
+    BlockData,
+    BlockResult,
+    adaround_block,
+    positional_encodings,
+)
 from taq_io import StageGroup, Store
 from taq_io.schema import WEIGHT_ROLES
 from taq_quant import export_quantized_linear
@@ -126,6 +132,9 @@ def optimize_blocks(
         if groups and groups["adaround"].done_mask()[index]:
             continue
         data = load_block_data(store, block)
+        data.positional_encodings = positional_encodings(
+            handle.mmdit, data.text_in.shape[1], handle.latent_shape
+        )
         block_config = AdaRoundConfig(**{**asdict(config), "seed": config.seed + index})
         result = adaround_block(handle.mmdit, block, data, block_config, compile_step)
         if not groups:

@@ -90,18 +90,36 @@ class BlockData:
     modulation: dict[str, np.ndarray]  # stream -> (N, M)
     image_out: np.ndarray
     text_out: np.ndarray  # (N, 0, D) when the block's text output is unused
+    positional_encodings: mx.array | None = None  # RoPE models: the table every block gets
 
     def __len__(self) -> int:
         return self.image_in.shape[0]
 
     def batch(self, index: np.ndarray) -> tuple[mx.array, ...]:
+        rope = () if self.positional_encodings is None else (self.positional_encodings,)
         return (
             mx.array(self.image_in[index]),
             mx.array(self.text_in[index]),
             *(mx.array(self.modulation[s][index]) for s in ("image", "text")),
             mx.array(self.image_out[index]),
             mx.array(self.text_out[index]),
+            *rope,
         )
+
+
+def positional_encodings(
+    mmdit: nn.Module, text_tokens: int, latent_shape: tuple[int, ...]
+) -> mx.array | None:
+    """The rotary table `MMDiT.__call__` hands every block (FLUX), None for learned
+    positions (SD3): a function of the token counts only, so it is rebuilt, not cached."""
+    config = mmdit.config
+    if config.pos_embed_type.name != "PreSDPARope":
+        return None
+    height, width = latent_shape[:2]
+    return mmdit.pre_sdpa_rope(
+        text_sequence_length=text_tokens,
+        latent_image_resolution=(height // config.patch_size, width // config.patch_size),
+    )
 
 
 @dataclass(frozen=True)
@@ -116,9 +134,12 @@ class BlockResult:
 
 def _forward(block: nn.Module, streams: dict, batch: tuple[mx.array, ...]):
     image_in, text_in, mod_image, mod_text = batch[:4]
+    rope = batch[6] if len(batch) > 6 else None
     for stream, modulation in (("image", mod_image), ("text", mod_text)):
         streams[stream]._modulation_params = {MODULATION_KEY: modulation[:, None, None, :]}
-    image, text = block(image_in[:, :, None, :], text_in[:, :, None, :], TIMESTEP_KEY)
+    image, text = block(
+        image_in[:, :, None, :], text_in[:, :, None, :], TIMESTEP_KEY, positional_encodings=rope
+    )
     return image[:, :, 0, :], None if text is None else text[:, :, 0, :]
 
 

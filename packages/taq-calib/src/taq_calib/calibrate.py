@@ -15,7 +15,7 @@ from importlib.metadata import version
 
 from taq_model.cli_support import progress
 from taq_model.presets import ModelHandle
-from taq_model.sampling import initial_noise, sample_euler, sigma_schedule, timesteps_for
+from taq_model.sampling import initial_noise, sample_euler, timesteps_for
 
 import mlx.core as mx
 import numpy as np
@@ -76,7 +76,7 @@ class CalibResult:
 
 def _open_group(handle: ModelHandle, store: Store, config: CalibConfig, overwrite: bool):
     negative = handle.encode([config.prompts[0]])  # any prompt: we keep the negative half
-    sigmas = sigma_schedule(config.num_steps, handle.shift)
+    sigmas = handle.sigmas(config.num_steps)
     steps = np.array(config.stored_steps, dtype=np.int32)
     tokens, pooled = negative.negative_tokens[0], negative.negative_pooled[0]
     sizes = {
@@ -116,7 +116,7 @@ def calibrate(
     group = _open_group(handle, store, config, overwrite)
     done = set(group.done_units().tolist())
     todo = [i for i in range(config.num_images) if i not in done]
-    sigmas = sigma_schedule(config.num_steps, handle.shift)
+    sigmas = handle.sigmas(config.num_steps)
     stored = set(config.stored_steps)
     start = time.perf_counter()
     bar = progress(

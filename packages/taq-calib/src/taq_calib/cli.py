@@ -19,7 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_version_flag(p, "taq-calib")
     p.add_argument("--store", type=Path, required=True, help="the run's zarr store (directory)")
     p.add_argument("--model", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)}")
-    p.add_argument("--local-ckpt", default=None, help="sd3-medium: MLX checkpoint file")
+    p.add_argument(
+        "--local-ckpt",
+        default=None,
+        help="MLX checkpoint of sd3-medium, sd3.5-large or flux-schnell",
+    )
     p.add_argument(
         "--t5",
         action=argparse.BooleanOptionalAction,

@@ -105,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use weights / tiers made from a calibration that changed since (refused otherwise)",
     )
-    parser.add_argument("--local-ckpt", default=None, help="sd3-medium checkpoint")
+    parser.add_argument(
+        "--local-ckpt",
+        default=None,
+        help="MLX checkpoint of sd3-medium, sd3.5-large or flux-schnell",
+    )
     return parser
 
 

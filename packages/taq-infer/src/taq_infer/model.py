@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from taq_model.presets import ModelHandle
-from taq_model.sampling import initial_noise, sample_euler, sigma_schedule, timesteps_for
+from taq_model.sampling import initial_noise, sample_euler, timesteps_for
 from taq_model.taxonomy import LayerRef, get_module, quantizable_layers
 
 import mlx.core as mx
@@ -241,7 +241,7 @@ class QuantizedModel:
 
     def schedule(self, num_steps: int | None = None) -> tuple[mx.array, int]:
         num_steps = num_steps or self.handle.default_steps
-        return sigma_schedule(num_steps, self.handle.shift), num_steps
+        return self.handle.sigmas(num_steps), num_steps
 
     def prepare(self, num_steps: int | None = None) -> str:
         """Bind the activation quantizers for a schedule of `num_steps`; a line saying how."""

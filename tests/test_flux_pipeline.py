@@ -63,6 +63,8 @@ def test_packed_adaround_equals_dequantized_reference(flux_store, act):
     packed = sample(store, "adaround", act, reference=False)
     reference = sample(store, "adaround", act, reference=True)
     assert relative_error(packed, reference) <= 1e-6
+    fp = load_preset(FLUX).generate(PROMPTS, SEEDS, FLUX_STEPS, 0.0)
+    assert relative_error(packed, fp) > 1e-5  # W4 acts: the bound above can fail
 
 
 @pytest.mark.parametrize("act", ["timestep", "static", "none"])
@@ -79,3 +81,15 @@ def test_checkpoint_samples_bit_identical_to_store(flux_store, act):
         modulation_bits=4,
     )
     assert np.array_equal(generate(twin), generate(load_checkpoint(compact.output, act=act)))
+
+
+def test_the_plan_is_checked_against_flux_schedule(flux_store):
+    """Asking for the calibrated step count up front binds FLUX's own schedule (it used to be
+    checked against SD3's and refused)."""
+    store, compact, _ = flux_store
+    for model in (
+        load_quantized(load_preset(FLUX), store, num_steps=FLUX_STEPS),
+        load_checkpoint(compact.output, num_steps=FLUX_STEPS),
+    ):
+        assert model.act == "timestep"
+        assert model.prepare(FLUX_STEPS) == "timesteps match the schedule"

@@ -9,11 +9,15 @@ from taq_model.taxonomy import quantizable_layers
 import numpy as np
 import pytest
 from mlx.utils import tree_unflatten
+from PIL import Image
 
+from taq_infer import cli as infer_cli
 from taq_infer import load_quantized
+from taq_infer.artifacts import read_weight_set
 from taq_infer.checkpoint import load_checkpoint
 from taq_infer.packed import DequantizedLinear
 from taq_infer.testing import relative_error
+from taq_pipeline import cli as taq_cli
 
 FLUX, FLUX_STEPS = "flux-schnell-tiny", 4  # the `flux_store` fixture's model and steps
 PROMPTS, SEEDS = ["a red cube", "a blue ball"], [0, 1]
@@ -44,6 +48,19 @@ def test_every_stage_covers_the_unified_blocks(flux_store):
     assert set(np.unique(plan.read("bits"))) <= {4, 6, 8}
     assert np.isfinite(plan.read("scale")).all() and (plan.read("scale") > 0).all()
     assert compact.quantized_layers == len(layers)
+
+
+def test_time_aware_grids_are_capped_at_the_unified_layers_learned_range(flux_store):
+    store = flux_store[0]
+    plan = store.require_group("quant_config")
+    adaround = store.require_group("weights", "adaround")
+    assert plan.meta.inputs["weights/adaround"] == adaround.identity()
+    static = read_weight_set(store, "adaround").static_activations
+    names = plan.read("layer_names").tolist()
+    learned = np.array([static[n].scale[0] * 127 for n in names])
+    grid = plan.read("scale") * (2.0 ** (plan.read("bits") - 1) - 1)  # (step, layer)
+    assert (grid <= learned[None, :] * (1 + 1e-6)).all()
+    assert any(n.startswith("uni") for n in names)
 
 
 def sample(store, weights, act, reference):
@@ -93,3 +110,46 @@ def test_the_plan_is_checked_against_flux_schedule(flux_store):
     ):
         assert model.act == "timestep"
         assert model.prepare(FLUX_STEPS) == "timesteps match the schedule"
+
+
+@pytest.fixture
+def command(capsys):
+    """A console entry point's `main` in this process, as `taq ...` / `taq-infer ...`."""
+
+    def run(module, *args) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = module.main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def test_cli_export_and_checkpoint_png_equal_the_store_png(flux_store, tmp_path, command):
+    store = flux_store[0]
+    model = tmp_path / "exact.safetensors"
+    code, out, err = command(
+        taq_cli,
+        "export",
+        "--store",
+        store.path,
+        "--output",
+        model,
+        "--dtype",
+        "float32",
+        "--modulation-bits",
+        "0",
+    )
+    assert code == 0, err
+    assert "% of the float16 MMDiT" in out
+    common = ("--prompt", "a red cube", "--steps", FLUX_STEPS, "--seed", 2)
+    code, _, err = command(
+        infer_cli, "--store", store.path, "--output", tmp_path / "a.png", *common
+    )
+    assert code == 0, err
+    code, _, err = command(
+        infer_cli, "--checkpoint", model, "--output", tmp_path / "b.png", *common
+    )
+    assert code == 0, err
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert np.asarray(Image.open(tmp_path / "a.png")).std() > 0  # a picture, not a blank

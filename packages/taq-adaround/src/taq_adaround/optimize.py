@@ -25,7 +25,6 @@ from taq_quant import export_quantized_linear
 
 PRODUCER = f"taq-adaround {version('taq-adaround')}"
 METHODS = ("rtn", "adaround")  # written in this order: a block is done once adaround is
-STREAMS = {"image": "mm", "text": "mm", "unified": "uni"}  # the weights group's stream axis
 
 
 class DataError(ValueError):
@@ -114,7 +113,8 @@ def optimize_blocks(
             f"unknown block(s) {', '.join(unknown)}: this model has {', '.join(all_blocks)}"
         )
     inputs = {f"blockio/{b}": store.require_group("blockio", b).identity() for b in blocks}
-    streams = [s for s in STREAMS if any(b.startswith(STREAMS[s]) for b in blocks)]
+    kinds = {"image": "mm", "text": "mm", "unified": "uni"}  # the group's stream axis
+    streams = [s for s, kind in kinds.items() if any(b.startswith(kind) for b in blocks)]
     group_config = {**asdict(config), "blocks": blocks, "format": "mlx_affine"}
     groups: dict[str, StageGroup] = {}
     existing = {g.path: g for g in store.groups()}

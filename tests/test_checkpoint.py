@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from taq_model.presets import load_preset
-from taq_model.testing import tiny_flux_handle, tiny_random_handle
+from taq_model.testing import tiny_random_handle
 
 import mlx.core as mx
 import numpy as np
@@ -22,7 +22,7 @@ from taq_adaround.blockio import CacheConfig, cache_block_io
 from taq_adaround.optimize import optimize_blocks
 from taq_adaround.reconstruct import AdaRoundConfig
 from taq_calib import CalibConfig, calibrate
-from taq_infer import PackedLinear, load_quantized, rtn_weight_set
+from taq_infer import PackedLinear, load_quantized
 from taq_infer import cli as infer_cli
 from taq_infer.checkpoint import (
     CheckpointError,
@@ -30,7 +30,6 @@ from taq_infer.checkpoint import (
     export_checkpoint,
     load_checkpoint,
     projected_nbytes,
-    write_checkpoint,
 )
 from taq_io import Store
 from taq_pipeline import cli as taq_cli
@@ -182,25 +181,24 @@ def plain_forward(model, inputs) -> list[mx.array]:
     ]
 
 
-def test_flux_like_checkpoint_loads_in_plain_mlx_identically(tmp_path, monkeypatch):
-    """Unified blocks and rotary embeddings through packing, export and the README's load
-    (RTN weights: the store stages do not handle unified blocks yet)."""
-    handle = tiny_flux_handle(seed=2)
-    config = ExportConfig("", str(tmp_path / "model.safetensors"))
-    summary = write_checkpoint(handle, rtn_weight_set(handle), config)
+def test_flux_like_checkpoint_loads_in_plain_mlx_identically(flux_store, tmp_path, monkeypatch):
+    """Unified blocks and rotary embeddings: the FLUX-like store's default export (AdaRound
+    weights, W4 adaLN) through the README's load equals taq-infer's weight-only path."""
+    path = flux_store[1].output
+    (tmp_path / "model.safetensors").symlink_to(path)
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(readme_snippet(), namespace)  # the user's code, in this process
-    fresh = tiny_flux_handle(seed=2)
-    tokens, pooled = fresh.encode(["a red cube"]).model_batch(3.0)
+    fresh = load_preset("flux-schnell-tiny")
+    tokens, pooled = fresh.encode(["a red cube"]).model_batch(0.0)
     inputs = {
-        "x": mx.random.normal((2, 8, 8, 4), key=mx.random.key(1)),
+        "x": mx.random.normal((1, 8, 8, 16), key=mx.random.key(1)),
         "tokens": mx.expand_dims(tokens, 2),
         "pooled": pooled,
         "timesteps": mx.array([1000.0, 500.0]),
     }
     monkeypatch.setattr(PackedLinear, "kernel", "quantized")
-    loaded = load_checkpoint(summary.output, fresh, act="none")
+    loaded = load_checkpoint(path, fresh, act="none")
     assert "uni1.unified.mlp.fc2" in loaded.layers
     ours = loaded.handle.mmdit
     for a, b in zip(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ BLOCKIO_SIZES = dict(
     hidden=8,
     image_modulation=48,
     text_modulation=48,
+    unified_modulation=0,
 )
 
 
@@ -236,6 +238,30 @@ def test_require_refuses_a_group_made_from_an_older_input(store: Store) -> None:
         f"`blockio/mm0` in {store.path} was made from calib {old_identity}, the store's calib "
         f"is now {new.identity()}: rerun `taq-adaround cache --store {store.path} --overwrite`"
     )
+
+
+def test_a_group_written_before_an_added_array_reads_it_as_empty(store: Store) -> None:
+    """Schema 1.2 added `blockio/*/unified_modulation`; a 1.1 group lacks it and stays readable
+    (and resumable) without a rewrite."""
+    assert GROUPS["blockio"].arrays["unified_modulation"].since == "1.2"
+    identity = write_calib(store).identity()
+    create_blockio(store, identity)
+    shutil.rmtree(store.path / "blockio" / "mm0" / "unified_modulation")  # as 1.1 wrote it
+    store.close()
+    store = Store.open(store.path, mode="r+")
+    blockio = create_blockio(store, identity)  # resume the old group
+    unit = {n: np.zeros(a.shape(BLOCKIO_SIZES)[1:]) for n, a in blockio.spec.arrays.items()}
+    with pytest.raises(ValueError, match="before schema 1.2 added unified_modulation"):
+        blockio.write_unit(0, {**unit, "unified_modulation": np.zeros(6)})
+    for sample in range(2):
+        blockio.write_unit(sample, {**unit, "image_index": sample})
+    blockio.mark_complete()
+    old = store.require_group("blockio", "mm0", verify=True)
+    assert old.sizes["unified_modulation"] == 0 and old.sizes["image_modulation"] == 48
+    assert old.read("unified_modulation").shape == (2, 0)
+    assert old.read("unified_modulation", [1]).shape == (1, 0)
+    assert old.read("image_index").tolist() == [0, 1]
+    store.close()
 
 
 def write_calib_with(store: Store, **config: object):

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 from taq_io import dtypes, integrity
 from taq_io.errors import CorruptGroupError, GroupIncompleteError, UnitNotDoneError
 from taq_io.identity import config_hash
-from taq_io.schema import ATTRS_KEY, DONE, GroupSpec
+from taq_io.schema import ATTRS_KEY, DONE, ArraySpec, GroupSpec
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,13 @@ class StageGroup:
         self.meta = meta
         self._zgroup = zgroup
         self._store_label = store_label
-        names = list(spec.all_arrays())
+        specs = spec.all_arrays()
+        names = list(specs)
         if meta.version != spec.version:  # another format, stale: open what it has
             names = [name for name in names if name in zgroup]
+        # arrays a later schema minor added: a group written before lacks them
+        self._absent = {n for n in names if specs[n].since is not None and n not in zgroup}
+        names = [name for name in names if name not in self._absent]
         # write_empty_chunks is a runtime setting, not stored: set it on every array opened
         self._arrays = {
             name: zgroup[name].with_config(integrity.ARRAY_OPTIONS["config"]) for name in names
@@ -121,11 +125,14 @@ class StageGroup:
     @property
     def sizes(self) -> dict[str, int]:
         """The size of every dim, as given at creation."""
-        return {
+        sizes = {
             dim: size
             for name, array_spec in self.spec.all_arrays().items()
+            if name in self._arrays
             for dim, size in zip(array_spec.dims, self._arrays[name].shape, strict=True)
         }
+        absent = (self.spec.arrays[name].dims for name in self._absent)
+        return {**{dim: 0 for dims in absent for dim in dims}, **sizes}
 
     @property
     def total_units(self) -> int:
@@ -151,6 +158,9 @@ class StageGroup:
                 f"{self.path}: {self.spec.unit} {index} outside 0..{self.total_units - 1}"
             )
         for name in names:
+            if name in self._absent:
+                _check_absent(self.path, name, self.spec.arrays[name], values[name])
+                continue
             array = self._arrays[name]
             data = dtypes.encode(self.spec.arrays[name].dtype, values[name])
             _check_shape(self.path, name, data.shape, array.shape[1:])
@@ -177,6 +187,12 @@ class StageGroup:
         array_spec = self.spec.all_arrays().get(name)
         if array_spec is None:
             raise KeyError(f"{self.path} has no array {name!r}")
+        if name in self._absent:  # written before the array existed: empty
+            sizes = self.sizes
+            shape = list(array_spec.shape(sizes))
+            if name in self.spec.unit_arrays():
+                shape[0] = int(self.done_mask().sum()) if units is None else len(units)
+            return np.zeros(shape, dtypes.STORAGE_DTYPES[array_spec.dtype])
         array = self._arrays[name]
         where = (self.spec, self.path, self._store_label, name)
         if name not in self.spec.unit_arrays():
@@ -243,6 +259,14 @@ class StageGroup:
             unit=self.spec.unit,
             producer=self.meta.producer,
             config_hash=self.meta.config_hash,
+        )
+
+
+def _check_absent(path: str, name: str, spec: ArraySpec, value: ArrayLike) -> None:
+    if np.asarray(value).size:
+        raise ValueError(
+            f"{path} was written before schema {spec.since} added {name}: rewrite the group "
+            "with --overwrite"
         )
 
 

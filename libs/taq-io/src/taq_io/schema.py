@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 SCHEMA_NAME = "taq"
-SCHEMA_VERSION = "1.1"  # 1.1: checksummed chunks, every chunk written, stage timings
+SCHEMA_VERSION = "1.2"
+# 1.1: checksummed chunks, every chunk written, stage timings
+# 1.2: blockio/*/unified_modulation (unified blocks)
 ATTRS_KEY = "taq"
 """The one namespaced attribute key on the root, on every group and on every array."""
 
@@ -42,6 +44,9 @@ class ArraySpec:
     padded: bool = False
     """NaN marks padding (channels beyond a layer's width, absent layers): readers do not
     require its values to be finite."""
+    since: str | None = None
+    """The schema minor version that added the array to an existing kind (None: from the
+    start). A group written before lacks it; it reads as empty along the dims only it has."""
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -105,9 +110,14 @@ class GroupSpec:
 
 
 def _array(
-    dtype: str, dims: str, chunks: tuple[int | None, ...], doc: str, padded: bool = False
+    dtype: str,
+    dims: str,
+    chunks: tuple[int | None, ...],
+    doc: str,
+    padded: bool = False,
+    since: str | None = None,
 ) -> ArraySpec:
-    return ArraySpec(dtype, tuple(dims.split()), chunks, doc, padded)
+    return ArraySpec(dtype, tuple(dims.split()), chunks, doc, padded, since)
 
 
 CALIB = GroupSpec(
@@ -154,7 +164,9 @@ BLOCKIO = GroupSpec(
     command="taq-adaround cache",
     doc=(
         "What one transformer block saw and produced in full precision, per recorded sample "
-        "(one row of the block's batch: an image at a step, conditional or unconditional half)."
+        "(one row of the block's batch: an image at a step, conditional or unconditional half). "
+        "A unified block's single stream is stored split: its first text_token tokens as text, "
+        "the rest as image; its modulation is unified_modulation (the MM ones are 0 wide)."
     ),
     unit="sample",
     named=True,
@@ -176,7 +188,14 @@ BLOCKIO = GroupSpec(
             "float16",
             "sample text_out_token hidden",
             (1, None, None),
-            "text tokens out (0 tokens for a last MM block, whose text output is unused)",
+            "text tokens out (0 tokens for the last MM or unified block: unused downstream)",
+        ),
+        "unified_modulation": _array(
+            "float32",
+            "sample unified_modulation",
+            (1, None),
+            "adaLN output of a unified block (0 wide for MM blocks)",
+            since="1.2",
         ),
     },
 )

@@ -1,10 +1,12 @@
 """Cache what every transformer block sees and produces in full precision (TaQ-DiT §3.2).
 
 Block reconstruction needs, per calibration sample, the block's inputs, the adaLN
-modulation it read (it depends on the prompt, so it is recorded, never recomputed) and its
-FP outputs. One forward pass of the FP model per calib (image, step) feeds every hooked
-block at once; each pass is written straight to the `blockio/<block>` groups (one unit per
-row of the CFG-doubled batch) and dropped, so memory holds one pass at a time.
+modulation it read (per stream: image and text for MM blocks, one for unified blocks; it
+depends on the prompt, so it is recorded, never recomputed) and its FP outputs. One forward
+pass of the FP model per calib (image, step) feeds every hooked block at once; each pass is
+written straight to the `blockio/<block>` groups (one unit per row of the CFG-doubled batch)
+and dropped, so memory holds one pass at a time. A unified block's `concat(text, image)`
+stream is stored split at the text length, in the MM layout (docs/schema.md, `blockio`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from taq_model.presets import ModelHandle
 from taq_model.runs import forward_calibration
 from taq_model.taxonomy import block_names
 
+import mlx.core as mx
 import numpy as np
 
 from taq_hooks import BlockCall, hook_blocks
@@ -69,48 +72,78 @@ def plan_cache(calib: StageGroup, config: CacheConfig) -> CachePlan:
     return CachePlan(list(range(count)), steps, rows)
 
 
+MODULATIONS = ("image", "text", "unified")
+
+
+@dataclass(frozen=True)
+class BlockIO:
+    """A recorded call in the stored layout: `(B, L, 1, D)` tokens split into image and text
+    (a unified block's `concat(text, image)` stream split at the text length), text output
+    None when the model discards it, modulation per stream (absent streams: None)."""
+
+    image_in: mx.array
+    text_in: mx.array
+    image_out: mx.array
+    text_out: mx.array | None
+    modulation: dict[str, mx.array | None]
+
+
+def block_io(call: BlockCall, text_tokens: int, discard_text: bool) -> BlockIO:
+    """`call` of an MM block (two streams) or a unified block (one) in the stored layout;
+    `discard_text`: the block is the model's last unified block (its text half is unused)."""
+    modulation = {stream: call.modulation.get(stream) for stream in MODULATIONS}
+    if "unified" not in call.modulation:
+        (image_out, text_out), (image_in, text_in) = call.outputs, call.args[:2]
+        return BlockIO(image_in, text_in, image_out, text_out, modulation)
+    x, out = call.args[0], call.outputs
+    text_out = None if discard_text else out[:, :text_tokens]
+    return BlockIO(
+        x[:, text_tokens:], x[:, :text_tokens], out[:, text_tokens:], text_out, modulation
+    )
+
+
 def _tokens(value) -> int:
     return 0 if value is None else value.shape[1]
 
 
-def _group_sizes(call: BlockCall, plan: CachePlan) -> dict[str, int]:
-    image_in, text_in = call.args[0], call.args[1]
-    image_out, text_out = call.outputs
-    modulation = call.modulation
+def _width(value) -> int:
+    return 0 if value is None else value.shape[-1]
+
+
+def _group_sizes(io: BlockIO, plan: CachePlan) -> dict[str, int]:
     return {
         "sample": plan.num_samples,
-        "image_token": image_in.shape[1],
-        "text_token": text_in.shape[1],
-        "text_out_token": _tokens(text_out),
-        "hidden": image_in.shape[-1],
-        "image_modulation": modulation["image"].shape[-1],
-        "text_modulation": modulation["text"].shape[-1],
+        "image_token": io.image_in.shape[1],
+        "text_token": io.text_in.shape[1],
+        "text_out_token": _tokens(io.text_out),
+        "hidden": io.image_in.shape[-1],
+        **{f"{s}_modulation": _width(io.modulation[s]) for s in MODULATIONS},
     }
 
 
-def _sample_arrays(call: BlockCall, row: int, image: int, step: int) -> dict[str, np.ndarray]:
-    image_in, text_in = call.args[0], call.args[1]
-    image_out, text_out = call.outputs
-    hidden = image_in.shape[-1]
-    empty = np.zeros((0, hidden), np.float16)
+def _sample_arrays(io: BlockIO, row: int, image: int, step: int) -> dict[str, np.ndarray]:
+    hidden = io.image_in.shape[-1]
 
     def tokens(x) -> np.ndarray:
-        return empty if x is None else np.array(x[row, :, 0, :], dtype=np.float32)
+        if x is None:
+            return np.zeros((0, hidden), np.float16)
+        return np.array(x[row, :, 0, :], dtype=np.float32)
 
     def modulation(stream: str) -> np.ndarray:
-        value = call.modulation[stream]
+        value = io.modulation[stream]
+        if value is None:
+            return np.zeros(0, np.float32)
         value = value[row] if value.shape[0] > 1 else value[0]
         return np.array(value, dtype=np.float32).reshape(-1)
 
     return {
         "image_index": image,
         "step_index": step,
-        "image_in": tokens(image_in),
-        "text_in": tokens(text_in),
-        "image_modulation": modulation("image"),
-        "text_modulation": modulation("text"),
-        "image_out": tokens(image_out),
-        "text_out": tokens(text_out),
+        "image_in": tokens(io.image_in),
+        "text_in": tokens(io.text_in),
+        **{f"{s}_modulation": modulation(s) for s in MODULATIONS},
+        "image_out": tokens(io.image_out),
+        "text_out": tokens(io.text_out),
     }
 
 
@@ -127,13 +160,8 @@ def cache_block_io(
             f"unknown block(s) {', '.join(unknown)}: this model has "
             f"{', '.join(block_names(handle.mmdit))}"
         )
-    unified = [b for b in names if b.startswith("uni")]
-    if unified:
-        raise ValueError(
-            f"unified blocks ({', '.join(unified[:3])}{', ...' if len(unified) > 3 else ''}) "
-            "are not cached yet (their single text+image stream has no blockio layout): pass "
-            "--blocks with the MM blocks only"
-        )
+    text_tokens = calib.sizes["L"]
+    last = block_names(handle.mmdit)[-1]
     inputs = {"calib": calib.identity()}
     groups: dict[str, StageGroup] = {}
 
@@ -181,9 +209,11 @@ def cache_block_io(
                 for name in names:
                     call = hooks[name].flush()[-1]
                     hooks[name].clear()
-                    group = groups.get(name) or open_group(name, _group_sizes(call, plan))
+                    discard = name == last and name.startswith("uni")
+                    io = block_io(call, text_tokens, discard)
+                    group = groups.get(name) or open_group(name, _group_sizes(io, plan))
                     for row in range(plan.rows):
-                        values = _sample_arrays(call, row, image, step)
+                        values = _sample_arrays(io, row, image, step)
                         group.write_unit(plan.sample(image_pos, step_pos, row), values)
                 bar.update(1)
     for group in groups.values():

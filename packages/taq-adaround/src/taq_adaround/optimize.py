@@ -46,10 +46,11 @@ def load_block_data(store: Store, block: str) -> BlockData:
                 f"blockio/{block}/{name} in {store.path} holds NaN or inf: rerun "
                 f"`taq-adaround cache --store {store.path} --overwrite`"
             )
+    streams = ("unified",) if block.startswith("uni") else ("image", "text")
     return BlockData(
         arrays["image_in"],
         arrays["text_in"],
-        {"image": arrays["image_modulation"], "text": arrays["text_modulation"]},
+        {stream: arrays[f"{stream}_modulation"] for stream in streams},
         arrays["image_out"],
         arrays["text_out"],
     )
@@ -112,7 +113,8 @@ def optimize_blocks(
             f"unknown block(s) {', '.join(unknown)}: this model has {', '.join(all_blocks)}"
         )
     inputs = {f"blockio/{b}": store.require_group("blockio", b).identity() for b in blocks}
-    streams = ["image", "text"] if any(b.startswith("mm") for b in blocks) else ["unified"]
+    kinds = {"image": "mm", "text": "mm", "unified": "uni"}  # the group's stream axis
+    streams = [s for s, kind in kinds.items() if any(b.startswith(kind) for b in blocks)]
     group_config = {**asdict(config), "blocks": blocks, "format": "mlx_affine"}
     groups: dict[str, StageGroup] = {}
     existing = {g.path: g for g in store.groups()}

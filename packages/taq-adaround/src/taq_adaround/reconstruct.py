@@ -83,26 +83,29 @@ class AdaRoundConfig:
 
 @dataclass
 class BlockData:
-    """A block's cached samples as float32 arrays (tokens without the singleton axis)."""
+    """A block's cached samples as float32 arrays (tokens without the singleton axis).
+
+    A unified block's single stream is `concat(text_in, image_in)` along tokens."""
 
     image_in: np.ndarray  # (N, Li, D)
     text_in: np.ndarray  # (N, Lt, D)
-    modulation: dict[str, np.ndarray]  # stream -> (N, M)
+    modulation: dict[str, np.ndarray]  # stream -> (N, M), in the block's stream order
     image_out: np.ndarray
-    text_out: np.ndarray  # (N, 0, D) when the block's text output is unused
+    text_out: np.ndarray  # (N, 0, D) when the model discards the block's text output
     positional_encodings: mx.array | None = None  # RoPE models: the table every block gets
 
     def __len__(self) -> int:
         return self.image_in.shape[0]
 
     def batch(self, index: np.ndarray) -> tuple[mx.array, ...]:
+        """(image_in, text_in, image_out, text_out, *modulation per stream, [rope])."""
         rope = () if self.positional_encodings is None else (self.positional_encodings,)
         return (
             mx.array(self.image_in[index]),
             mx.array(self.text_in[index]),
-            *(mx.array(self.modulation[s][index]) for s in ("image", "text")),
             mx.array(self.image_out[index]),
             mx.array(self.text_out[index]),
+            *(mx.array(m[index]) for m in self.modulation.values()),
             *rope,
         )
 
@@ -133,10 +136,16 @@ class BlockResult:
 
 
 def _forward(block: nn.Module, streams: dict, batch: tuple[mx.array, ...]):
-    image_in, text_in, mod_image, mod_text = batch[:4]
-    rope = batch[6] if len(batch) > 6 else None
-    for stream, modulation in (("image", mod_image), ("text", mod_text)):
-        streams[stream]._modulation_params = {MODULATION_KEY: modulation[:, None, None, :]}
+    """The block on a `BlockData.batch`: (image out, text out or None), tokens (N, L, D)."""
+    image_in, text_in = batch[:2]
+    modulation = batch[4 : 4 + len(streams)]
+    rope = batch[4 + len(streams)] if len(batch) > 4 + len(streams) else None
+    for sub, value in zip(streams.values(), modulation, strict=True):
+        sub._modulation_params = {MODULATION_KEY: value[:, None, None, :]}
+    if "unified" in streams:  # one stream: text tokens first, as MMDiT.__call__ builds it
+        joint = mx.concatenate([text_in, image_in], axis=1)[:, :, None, :]
+        out = block(joint, TIMESTEP_KEY, positional_encodings=rope)[:, :, 0, :]
+        return out[:, text_in.shape[1] :], out[:, : text_in.shape[1]]
     image, text = block(
         image_in[:, :, None, :], text_in[:, :, None, :], TIMESTEP_KEY, positional_encodings=rope
     )
@@ -145,9 +154,9 @@ def _forward(block: nn.Module, streams: dict, batch: tuple[mx.array, ...]):
 
 def _reconstruction(block, streams, batch, reduce: Callable) -> mx.array:
     image, text = _forward(block, streams, batch)
-    loss = reduce(image - batch[4])
-    if text is not None and batch[5].shape[1] > 0:
-        loss = loss + reduce(text - batch[5])
+    loss = reduce(image - batch[2])
+    if text is not None and batch[3].shape[1] > 0:
+        loss = loss + reduce(text - batch[3])
     return loss
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from taq_model.presets import ModelHandle, load_preset
 from taq_model.runs import open_run
-from taq_model.sampling import sigma_schedule, timesteps_for
+from taq_model.sampling import timesteps_for
 from taq_model.taxonomy import quantizable_layers
 
 import mlx.core as mx
@@ -495,7 +495,7 @@ def load_checkpoint(
     )
     plan = read_plan(checkpoint, smoothquant) if act == "timestep" else None
     if plan is not None and num_steps is not None:
-        sigmas = sigma_schedule(num_steps, handle.shift)
+        sigmas = handle.sigmas(num_steps)
         plan_rows(plan, np.array(timesteps_for(sigmas))[:num_steps], act_fallback)
     if before_install is not None:
         before_install(handle)

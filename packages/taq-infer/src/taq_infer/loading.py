@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from taq_model.presets import ModelHandle
-from taq_model.sampling import sigma_schedule, timesteps_for
+from taq_model.sampling import timesteps_for
 
 import mlx.core as mx
 import numpy as np
@@ -120,7 +120,7 @@ def install_artifacts(
     names = [ref.name for ref in check_layer_map(handle.mmdit, weight_set)]
     check_activations(weight_set, plan, act, act_fallback, names)
     if plan is not None and num_steps is not None:
-        sigmas = sigma_schedule(num_steps, handle.shift)
+        sigmas = handle.sigmas(num_steps)
         plan_rows(plan, np.array(timesteps_for(sigmas))[:num_steps], act_fallback)
     if before_install is not None:
         before_install(handle)

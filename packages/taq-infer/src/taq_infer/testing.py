@@ -7,7 +7,7 @@ shift on every fc2 and SmoothQuant on every fc1.
 
 from __future__ import annotations
 
-from taq_model.sampling import sigma_schedule, timesteps_for
+from taq_model.sampling import timesteps_for
 from taq_model.taxonomy import get_module, quantizable_layers
 
 import numpy as np
@@ -37,7 +37,7 @@ def packed_weights(handle, method="adaround", group_size=64, with_static=True) -
 def activation_plan(handle, steps=STEPS, smoothing=True, seed=0) -> ActivationPlan:
     """Per-step A4/A6/A8 tiers and scales; post-GELU shift on fc2; SmoothQuant on fc1."""
     rng = np.random.default_rng(seed)
-    timesteps = np.array(timesteps_for(sigma_schedule(steps, handle.shift)))[:steps]
+    timesteps = np.array(timesteps_for(handle.sigmas(steps)))[:steps]
     tiers = (8, 6, 4)
     layers = {}
     for ref in quantizable_layers(handle.mmdit):

@@ -34,6 +34,7 @@ from taq_model.taxonomy import get_layer
 
 import numpy as np
 
+from taq_actstats.budget import PLANS, budget_bits, plan_sqnr_db, static_budget_bits
 from taq_actstats.smoothquant import (
     activation_noise,
     smoothed_absmax,
@@ -58,8 +59,16 @@ class AnalyzeConfig:
     bits_w: int = 4  # the weights' grid, on which taq-infer re-rounds smoothed W * s
     group_size: int = 64
     static_cap: bool = True  # grids no wider than AdaRound's learned static range
+    avg_bits: float | None = None  # tiers by an average-bit budget instead of the rule
+    plan: str = "time-aware"  # static: one grid and bit width per layer for all steps
 
     def __post_init__(self) -> None:
+        if self.plan not in PLANS:
+            raise ValueError(f"--plan {self.plan!r} is unknown: pick one of {', '.join(PLANS)}")
+        if self.avg_bits is not None and not 4.0 <= self.avg_bits <= 8.0:
+            raise ValueError(f"--avg-bits must be in 4..8, got {self.avg_bits:g}")
+        if self.plan == "static" and self.avg_bits is None:
+            raise ValueError("--plan static needs a budget: pass --avg-bits B")
         if not self.range_margin >= 1.0:  # NaN too
             raise ValueError(
                 f"--range-margin {self.range_margin} clips the calibration range: use >= 1"
@@ -69,7 +78,11 @@ class AnalyzeConfig:
         check_exportable(self.bits_w, self.group_size)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The fields; the budget and plan only when set, so older configs hash the same."""
+        data = asdict(self)
+        if self.avg_bits is None:
+            del data["avg_bits"], data["plan"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -143,7 +156,20 @@ def analyze_stats(
     shifted = margin * _absmax(low - np.nan_to_num(shift), high - np.nan_to_num(shift)).T
     power = mean_square(stats)
     tails = (stats.read("p99") / np.maximum(stats.read("p50"), 1e-8)).mean(axis=0).T
-    bits = assign_bits(shifted, power, post_gelu, tails, config.rule)
+    per_step = shifted
+    if config.plan == "static":  # one shift (the steps' mean) and one range per layer
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            shift = np.broadcast_to(np.nanmean(shift, axis=1, keepdims=True), shift.shape)
+        shift = np.where(np.isnan(low), np.nan, shift).astype(np.float32)
+        ranges = _absmax(low - np.nan_to_num(shift), high - np.nan_to_num(shift)).T
+        shifted = np.broadcast_to(margin * ranges.max(axis=0), ranges.shape).copy()
+    if config.avg_bits is None:
+        bits = assign_bits(shifted, power, post_gelu, tails, config.rule)
+    elif config.plan == "static":
+        bits = static_budget_bits(shifted, power, config.avg_bits)
+    else:
+        bits = budget_bits(shifted, power, config.avg_bits)
     inputs = {"actstats": stats.identity()}
     learned, weights_id = static_ranges(store, names) if config.static_cap else (None, None)
     grid_absmax = shifted
@@ -170,13 +196,18 @@ def analyze_stats(
         smoothed = margin * smoothed_absmax(channel_abs, scales)
         column_power = (weight**2).sum(axis=0)
         gain = float((scales**2 * column_power).sum() / column_power.sum())  # W' = W s
-        candidate = assign_bits(
-            smoothed[:, None],
-            power[:, li : li + 1] / gain,  # same output SQNR as the unsmoothed grid's
-            post_gelu[li : li + 1],
-            tails[:, li : li + 1],
-            config.rule,
-        )[:, 0]
+        if config.avg_bits is None:
+            candidate = assign_bits(
+                smoothed[:, None],
+                power[:, li : li + 1] / gain,  # same output SQNR as the unsmoothed grid's
+                post_gelu[li : li + 1],
+                tails[:, li : li + 1],
+                config.rule,
+            )[:, 0]
+        else:  # the budget fixed the tiers: smoothing may only lower the noise at them
+            candidate = bits[:, li].copy()
+        if config.plan == "static":
+            smoothed = np.broadcast_to(smoothed.max(), smoothed.shape).copy()
         share = channel_abs**2 / np.maximum((channel_abs**2).mean(-1, keepdims=True), 1e-30)
         grid = (config.bits_w, config.group_size)
         noise = smoothed_noise(
@@ -223,6 +254,8 @@ def analyze_stats(
         "layer-steps are small enough (<= x0.24) for A6 to be as fine as one A8 grid over all "
         "steps"
     )
+    if config.avg_bits is not None:
+        summary.extend(budget_summary(per_step, power, config.avg_bits))
     if weights_id is None:
         summary.append("grids: not capped (no learned static activation scales in the store)")
     else:
@@ -231,6 +264,21 @@ def analyze_stats(
             f"grids capped at AdaRound's learned static range: {capped} of {bits.size} layer-steps"
         )
     return Analysis(group, summary)
+
+
+def budget_summary(per_step: np.ndarray, power: np.ndarray, avg_bits: float) -> list[str]:
+    """Time-aware and static plans at the budget, side by side on the estimated SQNR."""
+    widest = np.broadcast_to(per_step.max(axis=0), per_step.shape)
+    lines = []
+    for label, ranges, bits in (
+        ("time-aware", per_step, budget_bits(per_step, power, avg_bits)),
+        ("static", widest, static_budget_bits(widest, power, avg_bits)),
+    ):
+        lines.append(
+            f"budget {avg_bits:g} bits, {label:<10}: average {bits.mean():.3f} bits, estimated "
+            f"SQNR {plan_sqnr_db(ranges, power, bits):.2f} dB"
+        )
+    return lines
 
 
 def tier_counts(bits: np.ndarray) -> dict[int, int]:

@@ -17,6 +17,7 @@ from taq_model.cli_support import (
 from taq_model.runs import open_run
 
 from taq_actstats.analyze import AnalyzeConfig, analyze_stats
+from taq_actstats.budget import PLANS
 from taq_actstats.collect import CollectConfig, collect_stats
 from taq_actstats.plots import plot_all
 from taq_actstats.tiers import RULES, TierRule
@@ -53,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-static-cap",
         action="store_true",
         help="do not cap each step's grid at AdaRound's learned static range",
+    )
+    analyze.add_argument(
+        "--avg-bits",
+        type=float,
+        default=None,
+        help="tiers by an average-bit budget (4..8) maximising the estimated SQNR, not the rule",
+    )
+    analyze.add_argument(
+        "--plan",
+        choices=PLANS,
+        default=defaults.plan,
+        help="static: one grid and bit width per layer for all steps (needs --avg-bits)",
     )
     analyze.add_argument("--overwrite", action="store_true")
     plot = sub.add_parser("plot", help="PNG plots of the statistics")
@@ -98,6 +111,8 @@ def _analyze(args) -> int:
             bits_w=args.bits_w,
             group_size=args.group_size,
             static_cap=not args.no_static_cap,
+            avg_bits=args.avg_bits,
+            plan=args.plan,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None

@@ -35,6 +35,7 @@ from taq_model.taxonomy import get_layer
 import numpy as np
 
 from taq_actstats.budget import PLANS, budget_bits, plan_sqnr_db, static_budget_bits
+from taq_actstats.recipes import RECIPE_DEFAULTS, RECIPES, taq_dit_plan
 from taq_actstats.smoothquant import (
     activation_noise,
     smoothed_absmax,
@@ -61,8 +62,15 @@ class AnalyzeConfig:
     static_cap: bool = True  # grids no wider than AdaRound's learned static range
     avg_bits: float | None = None  # tiers by an average-bit budget instead of the rule
     plan: str = "time-aware"  # static: one grid and bit width per layer for all steps
+    recipe: str = "taq"  # taq-dit: the paper's AvgMinMax ranges and SmoothQuant (recipes.py)
 
     def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(
+                f"--recipe {self.recipe!r} is unknown: pick one of {', '.join(RECIPES)}"
+            )
+        if self.recipe == "taq-dit" and self.plan == "static":
+            raise ValueError("--plan static is for --recipe taq only: drop one of them")
         if self.plan not in PLANS:
             raise ValueError(f"--plan {self.plan!r} is unknown: pick one of {', '.join(PLANS)}")
         if self.avg_bits is not None and not 4.0 <= self.avg_bits <= 8.0:
@@ -82,7 +90,21 @@ class AnalyzeConfig:
         data = asdict(self)
         if self.avg_bits is None:
             del data["avg_bits"], data["plan"]
+        if self.recipe == "taq":
+            del data["recipe"]
         return data
+
+    @classmethod
+    def for_recipe(cls, recipe: str = "taq", **given) -> AnalyzeConfig:
+        """The recipe's defaults (`recipes.RECIPE_DEFAULTS`), then the `given` fields (None:
+        not given); TierRule's fields go to `rule`."""
+        if recipe not in RECIPES:
+            raise ValueError(f"--recipe {recipe!r} is unknown: pick one of {', '.join(RECIPES)}")
+        fields = {**RECIPE_DEFAULTS[recipe]}
+        fields.update({k: v for k, v in given.items() if v is not None})
+        rule_names = TierRule().to_json()
+        rule = TierRule(**{k: fields.pop(k) for k in list(fields) if k in rule_names})
+        return cls(rule=rule, recipe=recipe, **fields)
 
 
 @dataclass(frozen=True)
@@ -164,8 +186,30 @@ def analyze_stats(
         shift = np.where(np.isnan(low), np.nan, shift).astype(np.float32)
         ranges = _absmax(low - np.nan_to_num(shift), high - np.nan_to_num(shift)).T
         shifted = np.broadcast_to(margin * ranges.max(axis=0), ranges.shape).copy()
+    paper = None
+    if config.recipe == "taq-dit":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            paper = taq_dit_plan(
+                names,
+                widths,
+                cmin,
+                cmax,
+                shift,
+                stats.read("hist_edges")[0],
+                stats.read("hist_counts").sum(axis=0),
+                lambda name: np.array(get_layer(handle.mmdit, name).weight),
+                config.rule,
+                margin,
+                config.smooth_alpha,
+                config.smooth_max_outliers,
+                config.smooth_min_spike,
+            )
+        shifted = per_step = paper["grid_absmax"]
     if config.avg_bits is None:
-        bits = assign_bits(shifted, power, post_gelu, tails, config.rule)
+        bits = (
+            paper["bits"] if paper else assign_bits(shifted, power, post_gelu, tails, config.rule)
+        )
     elif config.plan == "static":
         bits = static_budget_bits(shifted, power, config.avg_bits)
     else:
@@ -180,7 +224,13 @@ def analyze_stats(
     sq_bits, sq_absmax = bits.copy(), grid_absmax.copy()
     smoothing = np.where(np.isnan(low[:, 0, :]), np.nan, 1.0).astype(np.float32)
     outliers = stats.read("outlier_channels").mean(axis=0)  # (layer, step)
-    for li, name in enumerate(names):
+    if paper:  # the paper's SmoothQuant: candidates drop one tier, no noise test
+        smoothing, sq_absmax = paper["smoothing"], paper["sq_absmax"]
+        smoothed_layers = (np.nan_to_num(smoothing, nan=1.0) != 1.0).any(axis=1)
+        sq_bits = np.where(smoothed_layers, np.maximum(bits - 2, 4), bits).astype(np.int32)
+        if weights_id is not None:
+            sq_absmax = np.fmin(sq_absmax, learned[None, :])
+    for li, name in enumerate(names if paper is None else []):
         width = int(widths[li])
         channel_abs = np.maximum(
             np.abs(low[li, :, :width] - shift[li, :, :width]),

@@ -20,6 +20,7 @@ from taq_actstats.analyze import AnalyzeConfig, analyze_stats
 from taq_actstats.budget import PLANS
 from taq_actstats.collect import CollectConfig, collect_stats
 from taq_actstats.plots import plot_all
+from taq_actstats.recipes import RECIPE_DEFAULTS, RECIPES
 from taq_actstats.tiers import RULES, TierRule
 from taq_io import Store, StoreError
 
@@ -39,13 +40,33 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="statistics -> quant_config (A4/A6/A8 tiers)")
     analyze.add_argument("--store", type=Path, required=True)
     analyze.add_argument("--local-ckpt", default=None)
-    analyze.add_argument("--rule", choices=RULES, default=TierRule.rule, help="tier rule")
-    for name, value in TierRule().to_json().items():
-        if name != "rule":
-            analyze.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
+    analyze.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default="taq",
+        help="taq (ours) or taq-dit (the paper's); names the defaults of the flags below",
+    )
     defaults = AnalyzeConfig()
-    analyze.add_argument("--range-margin", type=float, default=defaults.range_margin)
-    analyze.add_argument("--smooth-alpha", type=float, default=defaults.smooth_alpha)
+    taq = {**defaults.to_json(), **defaults.rule.to_json()}
+
+    def recipe_default(name: str) -> str:
+        paper = RECIPE_DEFAULTS["taq-dit"].get(name, taq[name])
+        return f"default {taq[name]}" + ("" if paper == taq[name] else f"; taq-dit: {paper}")
+
+    analyze.add_argument("--rule", choices=RULES, default=None, help=recipe_default("rule"))
+    for name in TierRule().to_json():
+        if name != "rule":
+            flag = f"--{name.replace('_', '-')}"
+            analyze.add_argument(flag, type=float, default=None, help=recipe_default(name))
+    for name, meaning in (
+        ("range_margin", "grid range = margin x the range statistic"),
+        ("smooth_alpha", "SmoothQuant's migration strength"),
+        ("smooth_max_outliers", "SmoothQuant candidates: share of outlier channels"),
+        ("smooth_min_spike", "SmoothQuant candidates: max / median channel peak"),
+    ):
+        flag = f"--{name.replace('_', '-')}"
+        help_text = f"{meaning} ({recipe_default(name)})"
+        analyze.add_argument(flag, type=float, default=None, help=help_text)
     analyze.add_argument(
         "--bits-w", type=int, default=defaults.bits_w, help="weight bits (SmoothQuant's cost)"
     )
@@ -101,16 +122,16 @@ def _collect(args) -> int:
 
 
 def _analyze(args) -> int:
-    names = TierRule().to_json()
+    given = {k: getattr(args, k) for k in TierRule().to_json()}
+    for name in ("range_margin", "smooth_alpha", "smooth_max_outliers", "smooth_min_spike"):
+        given[name] = getattr(args, name)
     try:
-        rule = TierRule(**{k: getattr(args, k) for k in names})
-        config = AnalyzeConfig(
-            rule,
-            args.range_margin,
-            args.smooth_alpha,
+        config = AnalyzeConfig.for_recipe(
+            args.recipe,
+            **given,
             bits_w=args.bits_w,
             group_size=args.group_size,
-            static_cap=not args.no_static_cap,
+            static_cap=False if args.no_static_cap else None,
             avg_bits=args.avg_bits,
             plan=args.plan,
         )

@@ -35,13 +35,14 @@ from taq_model.taxonomy import get_layer
 import numpy as np
 
 from taq_actstats.budget import PLANS, budget_bits, plan_sqnr_db, static_budget_bits
-from taq_actstats.recipes import RECIPE_DEFAULTS, RECIPES, taq_dit_plan
+from taq_actstats.recipes import RECIPE_DEFAULTS, RECIPES, avg_min_max, taq_dit_plan
 from taq_actstats.smoothquant import (
     activation_noise,
     smoothed_absmax,
     smoothed_noise,
     smoothing_scales,
 )
+from taq_actstats.temporal import temporal_arrays, write_temporal
 from taq_actstats.tiers import TierRule, assign_bits, grid_scale
 from taq_io import StageGroup, Store
 from taq_quant import check_exportable
@@ -186,7 +187,7 @@ def analyze_stats(
         shift = np.where(np.isnan(low), np.nan, shift).astype(np.float32)
         ranges = _absmax(low - np.nan_to_num(shift), high - np.nan_to_num(shift)).T
         shifted = np.broadcast_to(margin * ranges.max(axis=0), ranges.shape).copy()
-    paper = None
+    paper, unshifted = None, absmax  # the range statistic without the shift, no margin
     if config.recipe == "taq-dit":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -205,6 +206,7 @@ def analyze_stats(
                 config.smooth_max_outliers,
                 config.smooth_min_spike,
             )
+            unshifted = np.abs(avg_min_max(cmin, cmax, np.zeros_like(shift))).max(axis=0).T
         shifted = per_step = paper["grid_absmax"]
     if config.avg_bits is None:
         bits = (
@@ -296,7 +298,9 @@ def analyze_stats(
         overwrite=overwrite,
     )
     group.mark_complete()
-    summary = summarize(names, bits, sq_bits, absmax, shifted / margin, post_gelu, smoothing)
+    temporal = temporal_arrays(bits, unshifted, per_step / margin)
+    write_temporal(store, group, names, post_gelu, temporal, overwrite=True)
+    summary = summarize(bits, sq_bits, post_gelu, smoothing, temporal, config.recipe)
     ratio = shifted / np.maximum(shifted.max(axis=0, keepdims=True), 1e-30)
     fine = int((ratio <= 31 / 127).sum())  # an A6 grid no coarser than A8 over every step
     summary.append(
@@ -335,7 +339,7 @@ def tier_counts(bits: np.ndarray) -> dict[int, int]:
     return {b: int((bits == b).sum()) for b in (4, 6, 8)}
 
 
-def summarize(names, bits, sq_bits, absmax, shifted, post_gelu, smoothing) -> list[str]:
+def summarize(bits, sq_bits, post_gelu, smoothing, temporal: dict, recipe: str) -> list[str]:
     lines = []
     for label, table in (("time-aware", bits), ("+ SmoothQuant", sq_bits)):
         counts = tier_counts(table)
@@ -343,17 +347,16 @@ def summarize(names, bits, sq_bits, absmax, shifted, post_gelu, smoothing) -> li
             f"{label:<14} A4 {counts[4]:>5}  A6 {counts[6]:>5}  A8 {counts[8]:>5}  "
             f"(layer x step)  average {table.mean():.2f} bits"
         )
-    switching = [n for i, n in enumerate(names) if len(set(bits[:, i].tolist())) > 1]
-    always = {b: sum(1 for i in range(len(names)) if (bits[:, i] == b).all()) for b in (4, 6, 8)}
+    always = {b: int((temporal["always_bits"] == b).sum()) for b in (4, 6, 8)}
     lines.append(
-        f"temporal: {len(switching)} of {len(names)} layers switch tiers across timesteps; "
-        f"always A4/A6/A8: {always[4]}/{always[6]}/{always[8]}"
+        f"temporal: {int(temporal['switcher'].sum())} of {bits.shape[1]} layers switch tiers "
+        f"across timesteps; always A4/A6/A8: {always[4]}/{always[6]}/{always[8]}"
     )
     if post_gelu.any():
-        ratio = (shifted[:, post_gelu] / np.maximum(absmax[:, post_gelu], 1e-8)).mean()
+        shifted = temporal["range_shifted"][:, post_gelu]
+        ratio = (shifted / np.maximum(temporal["range_unshifted"][:, post_gelu], 1e-8)).mean()
         lines.append(f"post-GELU shift: fc2 input range x{ratio:.2f} of unshifted (mean)")
     smoothed = int((np.nan_to_num(smoothing, nan=1.0) != 1.0).any(axis=1).sum())
-    lines.append(
-        f"SmoothQuant: {smoothed} layer(s) smoothed (alpha 0.5) where it lowers the output noise"
-    )
+    how = "dropping one tier" if recipe == "taq-dit" else "where it lowers the output noise"
+    lines.append(f"SmoothQuant: {smoothed} layer(s) smoothed {how}")
     return lines

@@ -67,6 +67,9 @@ def test_run_writes_a_report_with_every_variant(finished):
     assert "95 % interval" in md and "AdaRound W4 vs RTN W4: " in md
     for png in ("samples", "block_mse", "quality_vs_bits", "tiers"):
         assert (store.parent / "run-report" / f"{png}.png").stat().st_size > 1000
+    for png in ("snapshot", "temporal", "heatmap", "variability"):
+        assert (store.parent / "run-report" / "actstats" / f"{png}.png").stat().st_size > 1000
+        assert f"(actstats/{png}.png)" in md
     temporal = json.loads((store.parent / "run-report" / "temporal.json").read_text())
     assert set(temporal["always"]) == {"A4", "A6", "A8"}
     fc2 = [n for n in temporal["shift"]]

@@ -19,6 +19,7 @@ from taq_model.doctor import environment_report  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from taq_actstats.plots import plot_all, plot_data  # noqa: E402
 from taq_actstats.temporal import temporal_record  # noqa: E402
 from taq_actstats.tiers import TierRule  # noqa: E402
 from taq_io import Store  # noqa: E402
@@ -91,6 +92,18 @@ def tier_tables(store: Store) -> dict:
     return out
 
 
+def plot_actstats(store: Store, out: Path) -> list[Path]:
+    """taq-actstats' cheap plots (ranges per layer and step, tiers overlaid) into `out`."""
+    kinds = {g.spec.kind for g in store.groups()}
+    if "actstats" not in kinds:
+        return []
+    quant = None
+    if "quant_config" in kinds:
+        group = store.require_group("quant_config")
+        quant = {k: group.read(k) for k in ("bits", "scale", "shift")}
+    return plot_all(plot_data(store), out, quant)
+
+
 def temporal_summary(store: Store) -> dict | None:
     """The `temporal` group as JSON, or None for a store without one (older runs)."""
     if not any(g.spec.kind == "temporal" for g in store.groups()):
@@ -125,6 +138,7 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
     }
     (out / "report.json").write_text(json.dumps(_finite(data), indent=2))
     temporal = temporal_summary(store)
+    actstats_plots = plot_actstats(store, out / "actstats")
     if temporal is not None:
         (out / "temporal.json").write_text(json.dumps(_finite(temporal), indent=2))
     _plot_samples(out / "samples.png", results)
@@ -226,6 +240,8 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
     lines += [
         "",
         "![tiers per step](tiers.png)",
+        "",
+        *(f"![actstats {p.stem}](actstats/{p.name})" for p in actstats_plots),
         "",
         "![quality vs average activation bits](quality_vs_bits.png)",
         "",

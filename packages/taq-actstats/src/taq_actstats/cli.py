@@ -19,7 +19,7 @@ from taq_model.runs import open_run
 from taq_actstats.analyze import AnalyzeConfig, analyze_stats
 from taq_actstats.budget import PLANS
 from taq_actstats.collect import CollectConfig, collect_stats
-from taq_actstats.plots import plot_all
+from taq_actstats.plots import plot_all, plot_data, select_layers
 from taq_actstats.recipes import RECIPE_DEFAULTS, RECIPES
 from taq_actstats.tiers import RULES, TierRule
 from taq_io import Store, StoreError
@@ -93,6 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--store", type=Path, required=True)
     plot.add_argument("--out", type=Path, default=None, help="default: STORE/../plots")
     plot.add_argument("--quant-config", action="store_true", help="overlay the tiers")
+    plot.add_argument(
+        "--snapshot-steps",
+        default=None,
+        help="comma-separated step indices for the snapshot plot (default: the middle step)",
+    )
+    plot.add_argument(
+        "--plot-distributions",
+        action="store_true",
+        help="also per-channel ranges and histograms (reads the per-channel arrays: slower)",
+    )
+    plot.add_argument(
+        "--layers",
+        default=None,
+        help="glob(s) of the layers whose distributions to plot (default: the widest and the "
+        "first fc2)",
+    )
     return parser
 
 
@@ -145,24 +161,26 @@ def _analyze(args) -> int:
 
 
 def _plot(args) -> int:
+    try:
+        steps = [int(v) for v in args.snapshot_steps.split(",")] if args.snapshot_steps else None
+    except ValueError:
+        raise UsageError(
+            f"--snapshot-steps {args.snapshot_steps!r} is not a list of step indices: e.g. 0,3,5"
+        ) from None
+    if args.layers and not args.plot_distributions:
+        raise UsageError("--layers chooses distribution plots: add --plot-distributions")
     store = Store.open(args.store)
     out = writable_dir(args.out or Path(args.store).parent / "plots", "--out")
-    stats = store.require_group("actstats")
-    sigmas = stats.read("timesteps") / 1000.0
-    data = {
-        "names": stats.read("layer_names").tolist(),
-        "sigmas": sigmas,
-        "absmax": stats.read("absmax").mean(axis=0).T,  # (step, layer)
-        "channel_min": stats.read("channel_min").mean(axis=0),
-        "channel_max": stats.read("channel_max").mean(axis=0),
-        "hist_edges": stats.read("hist_edges")[0],
-        "hist_counts": stats.read("hist_counts").sum(axis=0),
-    }
+    data = plot_data(store, distributions=args.plot_distributions)
     quant = None
     if args.quant_config:
         group = store.require_group("quant_config")
         quant = {k: group.read(k) for k in ("bits", "scale", "shift")}
-    paths = plot_all(data, out, quant)
+    try:
+        layers = select_layers(data["names"], args.layers)
+        paths = plot_all(data, out, quant, steps, layers, args.plot_distributions)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     print(f"wrote {len(paths)} plots to {out}: " + ", ".join(p.name for p in paths))
     return 0
 

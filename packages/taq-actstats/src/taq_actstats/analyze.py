@@ -70,8 +70,6 @@ class AnalyzeConfig:
             raise ValueError(
                 f"--recipe {self.recipe!r} is unknown: pick one of {', '.join(RECIPES)}"
             )
-        if self.recipe == "taq-dit" and self.plan == "static":
-            raise ValueError("--plan static is for --recipe taq only: drop one of them")
         if self.plan not in PLANS:
             raise ValueError(f"--plan {self.plan!r} is unknown: pick one of {', '.join(PLANS)}")
         if self.avg_bits is not None and not 4.0 <= self.avg_bits <= 8.0:
@@ -208,6 +206,11 @@ def analyze_stats(
             )
             unshifted = np.abs(avg_min_max(cmin, cmax, np.zeros_like(shift))).max(axis=0).T
         shifted = per_step = paper["grid_absmax"]
+        if config.plan == "static":  # one grid per layer over its widest step
+            shifted = np.broadcast_to(shifted.max(axis=0), shifted.shape).copy()
+            paper["sq_absmax"] = np.broadcast_to(
+                paper["sq_absmax"].max(axis=0), shifted.shape
+            ).copy()
     if config.avg_bits is None:
         bits = (
             paper["bits"] if paper else assign_bits(shifted, power, post_gelu, tails, config.rule)

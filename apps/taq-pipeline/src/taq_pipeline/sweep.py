@@ -39,7 +39,7 @@ from taq_adaround.optimize import optimize_blocks  # noqa: E402
 from taq_adaround.reconstruct import AdaRoundConfig  # noqa: E402
 from taq_io import Store, StoreError, config_hash  # noqa: E402
 from taq_pipeline.evaluate import EvalConfig, _psnr, _write_json, load_eval, render_variant  # noqa: E402
-from taq_pipeline.seeds import seed_split  # noqa: E402
+from taq_pipeline.seeds import SPLITS, seed_split  # noqa: E402
 
 SWEEP_VERSION = 1
 WEIGHT_GROUPS = ("calib", "blockio")
@@ -71,6 +71,11 @@ class SweepConfig:
             AdaRoundConfig(iters=self.iters, batch_size=self.batch_size, bits_w=bits)
         if self.eval_samples < 1:
             raise ValueError("--eval-samples must be at least 1")
+        if self.split not in SPLITS:
+            raise ValueError(f"--split {self.split!r} is unknown: pick one of {', '.join(SPLITS)}")
+        for name in ("weight_bits", "avg_bits", "plans", "recipes"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name.replace('_', '-')} lists nothing: give at least one")
 
     def to_json(self) -> dict:
         return asdict(self)

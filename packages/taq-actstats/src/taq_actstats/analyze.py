@@ -25,6 +25,7 @@ stored (`bits` / `sq_bits`), so smoothing can be compared on and off.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
@@ -79,6 +80,15 @@ class AnalyzeConfig:
         if not self.range_margin >= 1.0:  # NaN too
             raise ValueError(
                 f"--range-margin {self.range_margin} clips the calibration range: use >= 1"
+            )
+        if not 0.0 < self.smooth_max_outliers <= 1.0:
+            raise ValueError(
+                f"--smooth-max-outliers is a share of channels in (0, 1], got "
+                f"{self.smooth_max_outliers}"
+            )
+        if not (math.isfinite(self.smooth_min_spike) and self.smooth_min_spike >= 1.0):
+            raise ValueError(
+                f"--smooth-min-spike must be a finite ratio >= 1, got {self.smooth_min_spike}"
             )
         if not 0.0 <= self.smooth_alpha <= 1.0:
             raise ValueError(f"--smooth-alpha must be in 0..1, got {self.smooth_alpha}")

@@ -187,6 +187,11 @@ CASES = {
             ("bits-w", "7", "--bits-w 7 is not supported"),
             ("group-size", "48", "--group-size 48 is not supported"),
             ("store", "NEW", "no taq store"),
+            ("recipe", "paper", "invalid choice: 'paper'"),
+            ("smooth-max-outliers", "0", "--smooth-max-outliers is a share of channels"),
+            ("smooth-min-spike", "0.5", "--smooth-min-spike must be a finite ratio >= 1"),
+            ("avg-bits", "3", "--avg-bits must be in 4..8, got 3"),
+            ("plan", "static", "--plan static needs a budget: pass --avg-bits B"),
         ]
     },
     "taq-actstats analyze --target-db-negative": (
@@ -204,6 +209,21 @@ CASES = {
         "taq-actstats",
         ["plot", "--store", "STORE", "--out", "FILE"],
         "is a file, not a directory",
+    ),
+    "taq-actstats plot --snapshot-steps": (
+        "taq-actstats",
+        ["plot", "--store", "STORE", "--snapshot-steps", "9"],
+        "--snapshot-steps 9 is not a stored step",
+    ),
+    "taq-actstats plot --layers": (
+        "taq-actstats",
+        ["plot", "--store", "STORE", "--plot-distributions", "--layers", "zz*"],
+        "--layers 'zz*' matches no layer",
+    ),
+    "taq-actstats plot --layers-without-distributions": (
+        "taq-actstats",
+        ["plot", "--store", "STORE", "--layers", "mm0.*"],
+        "add --plot-distributions",
     ),
     "taq-actstats plot --out-under-file": (
         "taq-actstats",
@@ -330,6 +350,20 @@ CASES = {
     "taq eval --split": ("taq", ["eval", "--store", "STORE", "--split", "test"], "is unknown"),
     "taq run --eval-split": ("taq", ["run", "--store", "NEW", "--eval-split", "x"], "unknown"),
     "taq report --store": ("taq", ["report", "--store", "NEW"], "no taq store"),
+    **{
+        f"taq sweep --{flag}": ("taq", ["sweep", "--store", "STORE", f"--{flag}", value], message)
+        for flag, value, message in [
+            ("weight-bits", "4,x", "is not a comma-separated list"),
+            ("avg-bits", "3", "--avg-bits must be in 4..8"),
+            ("plans", "dynamic", "--plans 'dynamic' is unknown"),
+            ("recipes", "paper", "--recipes 'paper' is unknown"),
+            ("iters", "0", "--iters"),
+            ("batch-size", "0", "--batch-size"),
+            ("eval-samples", "0", "--eval-samples must be at least 1"),
+            ("split", "test", "--split 'test' is unknown"),
+        ]
+    },
+    "taq sweep --store": ("taq", ["sweep", "--store", "NEW"], "no taq store"),
     "taq doctor --store": ("taq", ["doctor", "--store", "NEW"], "no store at"),
     "taq doctor --store-file": ("taq", ["doctor", "--store", "FILE"], "is not a taq store"),
     "taq doctor --store-no-root-record": ("taq", ["doctor", "--store", "BARE"], "not a taq store"),
@@ -363,6 +397,7 @@ ACCEPTED = {
     "taq-actstats collect --local-ckpt": "a path read only for the real-weight presets",
     "taq-actstats analyze --local-ckpt": "a path read only for the real-weight presets",
     "taq-actstats plot --quant-config": "a switch (its missing group: `taq-actstats analyze`)",
+    "taq-actstats plot --plot-distributions": "a switch: any value is valid",
     "taq-infer --compare": "a switch: any value is valid",
     "taq-infer --diff-stats": "a switch: any value is valid",
     "taq-infer --allow-stale": "a switch: any value is valid",

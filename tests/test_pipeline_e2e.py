@@ -67,6 +67,16 @@ def test_run_writes_a_report_with_every_variant(finished):
     assert "95 % interval" in md and "AdaRound W4 vs RTN W4: " in md
     for png in ("samples", "block_mse", "quality_vs_bits", "tiers"):
         assert (store.parent / "run-report" / f"{png}.png").stat().st_size > 1000
+    for png in ("snapshot", "temporal", "heatmap", "variability"):
+        assert (store.parent / "run-report" / "actstats" / f"{png}.png").stat().st_size > 1000
+        assert f"(actstats/{png}.png)" in md
+    temporal = json.loads((store.parent / "run-report" / "temporal.json").read_text())
+    assert set(temporal["always"]) == {"A4", "A6", "A8"}
+    fc2 = [n for n in temporal["shift"]]
+    assert fc2 and all(n.endswith("mlp.fc2") for n in fc2)
+    one_tier = sum(len(v) for v in temporal["always"].values())
+    assert one_tier + len(temporal["switchers"]) == temporal["layers"]
+    assert f"{len(temporal['switchers'])} of {temporal['layers']} layers switch" in md
 
 
 def test_rerun_rewrites_nothing_and_changed_flags_are_refused(finished):

@@ -39,13 +39,13 @@ def test_create_writes_the_root_record(tmp_path: Path) -> None:
     assert metadata["attributes"] == {
         "taq": {
             "schema": "taq",
-            "schema_version": "1.2",
+            "schema_version": "1.3",
             "model": {"preset": "tiny-digits", "config_hash": "aaaa"},
             "created_by": "taq-io 0.1.0",
         }
     }
     store = Store.open(tmp_path / "run", MODEL)
-    assert (store.model, store.schema_version) == (MODEL, "1.2")
+    assert (store.model, store.schema_version) == (MODEL, "1.3")
 
 
 def test_open_missing_store_names_the_first_stage(tmp_path: Path) -> None:

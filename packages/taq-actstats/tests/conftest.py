@@ -45,3 +45,20 @@ def store_copy(calib_store, tmp_path):
     path = tmp_path / "run.zarr"
     shutil.copytree(calib_store, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def collected_store(calib_store, tmp_path_factory):
+    """The calib store with actstats collected once (copy it before analyzing)."""
+    path = tmp_path_factory.mktemp("collected") / "run.zarr"
+    shutil.copytree(calib_store, path)
+    out = run_cli("collect", "--store", path)
+    assert out.returncode == 0, out.stderr
+    return path
+
+
+@pytest.fixture
+def collected_copy(collected_store, tmp_path):
+    path = tmp_path / "collected.zarr"
+    shutil.copytree(collected_store, path)
+    return path

@@ -43,11 +43,32 @@ def test_collect_analyze_plot(store_copy, cli, tmp_path):
     assert paper.read("bits").mean() < bits.mean()  # TaQ-DiT's thresholds: mostly A4 here
     out = cli("plot", "--store", store_copy, "--out", tmp_path / "plots", "--quant-config")
     assert out.returncode == 0, out.stderr
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert pngs == ["heatmap.png", "snapshot.png", "temporal.png", "variability.png"]
+    distributions = ("--plot-distributions", "--layers", "mm1.*.mlp.fc2")
+    out = cli("plot", "--store", store_copy, "--out", tmp_path / "plots", "--quant-config",
+              "--snapshot-steps", "0,5", *distributions)  # fmt: skip
+    assert out.returncode == 0, out.stderr
     pngs = sorted((tmp_path / "plots").glob("*.png"))
-    assert len(pngs) == 6
+    assert sorted(p.name for p in pngs if "-mm" in p.name) == [
+        "channels-mm1.image.mlp.fc2.png",
+        "channels-mm1.text.mlp.fc2.png",
+        "histograms-mm1.image.mlp.fc2.png",
+        "histograms-mm1.text.mlp.fc2.png",
+    ]
     for png in pngs:
         pixels = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
         assert pixels.std() > 5, png.name  # not blank
+    snapshot = Image.open(tmp_path / "plots" / "snapshot.png")
+    assert snapshot.height > 600  # one row per snapshot step
+    for args, message in (
+        (("--snapshot-steps", "9"), "--snapshot-steps 9 is not a stored step: use 0..5"),
+        (("--snapshot-steps", "a,b"), "is not a list of step indices"),
+        (("--layers", "mm1.*"), "add --plot-distributions"),
+        (("--plot-distributions", "--layers", "zz*"), "matches no layer"),
+    ):
+        error = one_line_error(cli("plot", "--store", store_copy, *args))
+        assert message in error
 
 
 def test_sigkill_then_resume_is_identical(calib_store, cli, tmp_path):

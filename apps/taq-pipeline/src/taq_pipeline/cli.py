@@ -41,6 +41,7 @@ from taq_pipeline.intervals import Interval, evaluation_intervals
 from taq_pipeline.pipeline import RunConfig, report_dir, run_stages
 from taq_pipeline.report import NOTE, write_report
 from taq_pipeline.seeds import SPLITS, seed_split
+from taq_pipeline.sweep import SweepConfig, run_sweep, sweep_dir
 
 EVAL_FILE = "eval.json"
 HELP = {
@@ -265,6 +266,39 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    def items(flag: str, kind):
+        text = getattr(args, flag)
+        try:
+            return tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise UsageError(
+                f"--{flag.replace('_', '-')} {text!r} is not a comma-separated list"
+            ) from None
+
+    try:
+        config = SweepConfig(
+            items("weight_bits", int),
+            items("avg_bits", float),
+            items("plans", str.strip),
+            items("recipes", str.strip),
+            args.iters,
+            args.batch_size,
+            args.eval_samples,
+            args.split,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    start = time.perf_counter()
+    print(f"== sweep into {sweep_dir(args.store)} (activation quantization is simulated)")
+    run_sweep(args.store, config)
+    out = sweep_dir(args.store)
+    print(
+        f"sweep: {time.perf_counter() - start:.1f}s -> {out / 'sweep.md'} (+ sweep.json, 2 plots)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="taq", description=__doc__)
     add_version_flag(parser, "taq-pipeline")
@@ -305,6 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--local-ckpt", default=None)
     export.set_defaults(func=_export)
+    sweep = sub.add_parser("sweep", help="quality vs weight and activation bits (resumable)")
+    sweep.add_argument("--store", default=RunConfig.store, help="a finished `taq run` store")
+    defaults = SweepConfig()
+    for name in ("weight_bits", "avg_bits", "plans", "recipes"):
+        value = ",".join(
+            f"{v:g}" if isinstance(v, float) else str(v) for v in getattr(defaults, name)
+        )
+        sweep.add_argument(
+            f"--{name.replace('_', '-')}", default=value, help=f"comma-separated [{value}]"
+        )
+    sweep.add_argument("--iters", type=int, default=defaults.iters)
+    sweep.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    sweep.add_argument("--eval-samples", type=int, default=defaults.eval_samples)
+    sweep.add_argument("--split", default=defaults.split)
+    sweep.set_defaults(func=_sweep)
     doctor = sub.add_parser("doctor", help="device, BLAS, versions, store health")
     doctor.add_argument("--store", default=None)
     doctor.add_argument(

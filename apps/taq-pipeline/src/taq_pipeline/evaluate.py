@@ -136,6 +136,25 @@ def load_eval(path: Path) -> dict | None:
         return None
 
 
+def render_variant(
+    config: EvalConfig, store: Store, options: dict | None, prompts: list[str], seeds: list[int]
+) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """One variant's latents, images (uint8), quantized-layer bytes and wall time; `options`
+    None is the FP model, else `load_quantized`'s keywords."""
+    handle = load_preset(config.model, local_ckpt=config.local_ckpt)
+    start = time.perf_counter()
+    if options is None:
+        latents = handle.generate(prompts, seeds, config.num_steps, config.cfg)
+        weight_bytes = _fp_layer_bytes(handle)
+    else:
+        model = load_quantized(handle, store, num_steps=config.num_steps, **options)
+        latents = model.generate(prompts, seeds, config.num_steps, config.cfg)
+        weight_bytes = model.layer_bytes()
+    latents = np.array(latents, dtype=np.float32)
+    seconds = time.perf_counter() - start
+    return latents, handle.to_images(latents), int(weight_bytes), seconds
+
+
 def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[VariantResult]:
     """Every variant's row, FP first (the reference); resumes from `path`, then writes it."""
     record = {
@@ -175,18 +194,9 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
                 reference = np.array(record["variants"][name]["images"], dtype=np.float64)
             continue
         bar.set_postfix_str(name)
-        handle = load_preset(config.model, local_ckpt=config.local_ckpt)
-        start = time.perf_counter()
-        if options is None:
-            latents = handle.generate(prompts, seeds, config.num_steps, config.cfg)
-            weight_bytes = _fp_layer_bytes(handle)
-        else:
-            model = load_quantized(handle, store, num_steps=config.num_steps, **options)
-            latents = model.generate(prompts, seeds, config.num_steps, config.cfg)
-            weight_bytes = model.layer_bytes()
-        latents = np.array(latents, dtype=np.float32)
-        seconds = time.perf_counter() - start
-        images = handle.to_images(latents)
+        latents, images, weight_bytes, seconds = render_variant(
+            config, store, options, prompts, seeds
+        )
         if reference is None:
             reference = images.astype(np.float64)
         sample_mse = np.mean((images.astype(np.float64) - reference) ** 2, axis=(1, 2, 3))

@@ -19,6 +19,8 @@ from taq_model.doctor import environment_report  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from taq_actstats.plots import plot_all, plot_data  # noqa: E402
+from taq_actstats.temporal import temporal_record  # noqa: E402
 from taq_actstats.tiers import TierRule  # noqa: E402
 from taq_io import Store  # noqa: E402
 from taq_pipeline.evaluate import CLAIMS  # noqa: E402
@@ -90,6 +92,25 @@ def tier_tables(store: Store) -> dict:
     return out
 
 
+def plot_actstats(store: Store, out: Path) -> list[Path]:
+    """taq-actstats' cheap plots (ranges per layer and step, tiers overlaid) into `out`."""
+    kinds = {g.spec.kind for g in store.groups()}
+    if "actstats" not in kinds:
+        return []
+    quant = None
+    if "quant_config" in kinds:
+        group = store.require_group("quant_config")
+        quant = {k: group.read(k) for k in ("bits", "scale", "shift")}
+    return plot_all(plot_data(store), out, quant)
+
+
+def temporal_summary(store: Store) -> dict | None:
+    """The `temporal` group as JSON, or None for a store without one (older runs)."""
+    if not any(g.spec.kind == "temporal" for g in store.groups()):
+        return None
+    return temporal_record(store.require_group("temporal"))
+
+
 def write_report(store: Store, out: Path, results, eval_record: dict, config: dict) -> Path:
     """Write report.md, report.json and the plots into `out`; return report.md's path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -116,6 +137,10 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         "note": NOTE,
     }
     (out / "report.json").write_text(json.dumps(_finite(data), indent=2))
+    temporal = temporal_summary(store)
+    actstats_plots = plot_actstats(store, out / "actstats")
+    if temporal is not None:
+        (out / "temporal.json").write_text(json.dumps(_finite(temporal), indent=2))
     _plot_samples(out / "samples.png", results)
     _plot_blocks(out / "block_mse.png", blocks)
     _plot_quality(out / "quality_vs_bits.png", results)
@@ -199,9 +224,24 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         for label, t in tiers.items()
         if label in ("time-aware", "smoothquant")
     ]
+    if temporal is not None:
+        always = ", ".join(f"{k} {len(v)}" for k, v in temporal["always"].items())
+        lines += [
+            "",
+            f"Temporal analysis (`temporal.json`): {len(temporal['switchers'])} of "
+            f"{temporal['layers']} layers switch tiers across timesteps; one tier at every "
+            f"step: {always}; the post-GELU shift leaves fc2 input ranges at "
+            + (
+                ", ".join(f"x{v['ratio']:.2f}" for v in temporal["shift"].values())
+                or "(no fc2 layers)"
+            )
+            + " of the unshifted.",
+        ]
     lines += [
         "",
         "![tiers per step](tiers.png)",
+        "",
+        *(f"![actstats {p.stem}](actstats/{p.name})" for p in actstats_plots),
         "",
         "![quality vs average activation bits](quality_vs_bits.png)",
         "",

@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 SCHEMA_NAME = "taq"
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 # 1.1: checksummed chunks, every chunk written, stage timings
 # 1.2: blockio/*/unified_modulation (unified blocks)
+# 1.3: the `temporal` group (older stores simply lack it)
 ATTRS_KEY = "taq"
 """The one namespaced attribute key on the root, on every group and on every array."""
 
@@ -277,6 +278,26 @@ QUANT_CONFIG = GroupSpec(
     },
 )
 
+TEMPORAL = GroupSpec(
+    kind="temporal",
+    version=1,
+    command="taq-actstats analyze",
+    doc="The plan's temporal analysis: tier switchers, one-tier layers, the fc2 shift's effect.",
+    arrays={
+        "layer_names": _array("str", "layer", (None,), "taq layer name"),
+        "post_gelu": _array("bool", "layer", (None,), "the layer is an mlp.fc2 (shifted input)"),
+        "tier_changes": _array("int32", "layer", (None,), "tier changes between adjacent steps"),
+        "switcher": _array("bool", "layer", (None,), "the tier differs between some steps"),
+        "always_bits": _array("int32", "layer", (None,), "the one tier at every step; 0: switcher"),
+        "range_unshifted": _array(
+            "float32", "step layer", (None, None), "input range without the shift"
+        ),
+        "range_shifted": _array(
+            "float32", "step layer", (None, None), "input range with the shift (fc2; else equal)"
+        ),
+    },
+)
+
 WEIGHT_ROLES = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
 """Quantizable linears of a sub-block, by the last part of their taxonomy role."""
 
@@ -337,6 +358,6 @@ WEIGHTS = GroupSpec(
 )
 
 GROUPS: dict[str, GroupSpec] = {
-    spec.kind: spec for spec in (CALIB, BLOCKIO, ACTSTATS, QUANT_CONFIG, WEIGHTS)
+    spec.kind: spec for spec in (CALIB, BLOCKIO, ACTSTATS, QUANT_CONFIG, TEMPORAL, WEIGHTS)
 }
 """Every group kind taq knows, by kind."""

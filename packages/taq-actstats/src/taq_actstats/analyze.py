@@ -25,6 +25,7 @@ stored (`bits` / `sq_bits`), so smoothing can be compared on and off.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
@@ -34,12 +35,15 @@ from taq_model.taxonomy import get_layer
 
 import numpy as np
 
+from taq_actstats.budget import PLANS, budget_bits, plan_sqnr_db, static_budget_bits
+from taq_actstats.recipes import RECIPE_DEFAULTS, RECIPES, avg_min_max, taq_dit_plan
 from taq_actstats.smoothquant import (
     activation_noise,
     smoothed_absmax,
     smoothed_noise,
     smoothing_scales,
 )
+from taq_actstats.temporal import temporal_arrays, write_temporal
 from taq_actstats.tiers import TierRule, assign_bits, grid_scale
 from taq_io import StageGroup, Store
 from taq_quant import check_exportable
@@ -58,18 +62,58 @@ class AnalyzeConfig:
     bits_w: int = 4  # the weights' grid, on which taq-infer re-rounds smoothed W * s
     group_size: int = 64
     static_cap: bool = True  # grids no wider than AdaRound's learned static range
+    avg_bits: float | None = None  # tiers by an average-bit budget instead of the rule
+    plan: str = "time-aware"  # static: one grid and bit width per layer for all steps
+    recipe: str = "taq"  # taq-dit: the paper's AvgMinMax ranges and SmoothQuant (recipes.py)
 
     def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(
+                f"--recipe {self.recipe!r} is unknown: pick one of {', '.join(RECIPES)}"
+            )
+        if self.plan not in PLANS:
+            raise ValueError(f"--plan {self.plan!r} is unknown: pick one of {', '.join(PLANS)}")
+        if self.avg_bits is not None and not 4.0 <= self.avg_bits <= 8.0:
+            raise ValueError(f"--avg-bits must be in 4..8, got {self.avg_bits:g}")
+        if self.plan == "static" and self.avg_bits is None:
+            raise ValueError("--plan static needs a budget: pass --avg-bits B")
         if not self.range_margin >= 1.0:  # NaN too
             raise ValueError(
                 f"--range-margin {self.range_margin} clips the calibration range: use >= 1"
+            )
+        if not 0.0 < self.smooth_max_outliers <= 1.0:
+            raise ValueError(
+                f"--smooth-max-outliers is a share of channels in (0, 1], got "
+                f"{self.smooth_max_outliers}"
+            )
+        if not (math.isfinite(self.smooth_min_spike) and self.smooth_min_spike >= 1.0):
+            raise ValueError(
+                f"--smooth-min-spike must be a finite ratio >= 1, got {self.smooth_min_spike}"
             )
         if not 0.0 <= self.smooth_alpha <= 1.0:
             raise ValueError(f"--smooth-alpha must be in 0..1, got {self.smooth_alpha}")
         check_exportable(self.bits_w, self.group_size)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The fields; the budget and plan only when set, so older configs hash the same."""
+        data = asdict(self)
+        if self.avg_bits is None:
+            del data["avg_bits"], data["plan"]
+        if self.recipe == "taq":
+            del data["recipe"]
+        return data
+
+    @classmethod
+    def for_recipe(cls, recipe: str = "taq", **given) -> AnalyzeConfig:
+        """The recipe's defaults (`recipes.RECIPE_DEFAULTS`), then the `given` fields (None:
+        not given); TierRule's fields go to `rule`."""
+        if recipe not in RECIPES:
+            raise ValueError(f"--recipe {recipe!r} is unknown: pick one of {', '.join(RECIPES)}")
+        fields = {**RECIPE_DEFAULTS[recipe]}
+        fields.update({k: v for k, v in given.items() if v is not None})
+        rule_names = TierRule().to_json()
+        rule = TierRule(**{k: fields.pop(k) for k in list(fields) if k in rule_names})
+        return cls(rule=rule, recipe=recipe, **fields)
 
 
 @dataclass(frozen=True)
@@ -143,7 +187,48 @@ def analyze_stats(
     shifted = margin * _absmax(low - np.nan_to_num(shift), high - np.nan_to_num(shift)).T
     power = mean_square(stats)
     tails = (stats.read("p99") / np.maximum(stats.read("p50"), 1e-8)).mean(axis=0).T
-    bits = assign_bits(shifted, power, post_gelu, tails, config.rule)
+    per_step = shifted
+    if config.plan == "static":  # one shift (the steps' mean) and one range per layer
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            shift = np.broadcast_to(np.nanmean(shift, axis=1, keepdims=True), shift.shape)
+        shift = np.where(np.isnan(low), np.nan, shift).astype(np.float32)
+        ranges = _absmax(low - np.nan_to_num(shift), high - np.nan_to_num(shift)).T
+        shifted = np.broadcast_to(margin * ranges.max(axis=0), ranges.shape).copy()
+    paper, unshifted = None, absmax  # the range statistic without the shift, no margin
+    if config.recipe == "taq-dit":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            paper = taq_dit_plan(
+                names,
+                widths,
+                cmin,
+                cmax,
+                shift,
+                stats.read("hist_edges")[0],
+                stats.read("hist_counts").sum(axis=0),
+                lambda name: np.array(get_layer(handle.mmdit, name).weight),
+                config.rule,
+                margin,
+                config.smooth_alpha,
+                config.smooth_max_outliers,
+                config.smooth_min_spike,
+            )
+            unshifted = np.abs(avg_min_max(cmin, cmax, np.zeros_like(shift))).max(axis=0).T
+        shifted = per_step = paper["grid_absmax"]
+        if config.plan == "static":  # one grid per layer over its widest step
+            shifted = np.broadcast_to(shifted.max(axis=0), shifted.shape).copy()
+            paper["sq_absmax"] = np.broadcast_to(
+                paper["sq_absmax"].max(axis=0), shifted.shape
+            ).copy()
+    if config.avg_bits is None:
+        bits = (
+            paper["bits"] if paper else assign_bits(shifted, power, post_gelu, tails, config.rule)
+        )
+    elif config.plan == "static":
+        bits = static_budget_bits(shifted, power, config.avg_bits)
+    else:
+        bits = budget_bits(shifted, power, config.avg_bits)
     inputs = {"actstats": stats.identity()}
     learned, weights_id = static_ranges(store, names) if config.static_cap else (None, None)
     grid_absmax = shifted
@@ -154,7 +239,13 @@ def analyze_stats(
     sq_bits, sq_absmax = bits.copy(), grid_absmax.copy()
     smoothing = np.where(np.isnan(low[:, 0, :]), np.nan, 1.0).astype(np.float32)
     outliers = stats.read("outlier_channels").mean(axis=0)  # (layer, step)
-    for li, name in enumerate(names):
+    if paper:  # the paper's SmoothQuant: candidates drop one tier, no noise test
+        smoothing, sq_absmax = paper["smoothing"], paper["sq_absmax"]
+        smoothed_layers = (np.nan_to_num(smoothing, nan=1.0) != 1.0).any(axis=1)
+        sq_bits = np.where(smoothed_layers, np.maximum(bits - 2, 4), bits).astype(np.int32)
+        if weights_id is not None:
+            sq_absmax = np.fmin(sq_absmax, learned[None, :])
+    for li, name in enumerate(names if paper is None else []):
         width = int(widths[li])
         channel_abs = np.maximum(
             np.abs(low[li, :, :width] - shift[li, :, :width]),
@@ -170,13 +261,18 @@ def analyze_stats(
         smoothed = margin * smoothed_absmax(channel_abs, scales)
         column_power = (weight**2).sum(axis=0)
         gain = float((scales**2 * column_power).sum() / column_power.sum())  # W' = W s
-        candidate = assign_bits(
-            smoothed[:, None],
-            power[:, li : li + 1] / gain,  # same output SQNR as the unsmoothed grid's
-            post_gelu[li : li + 1],
-            tails[:, li : li + 1],
-            config.rule,
-        )[:, 0]
+        if config.avg_bits is None:
+            candidate = assign_bits(
+                smoothed[:, None],
+                power[:, li : li + 1] / gain,  # same output SQNR as the unsmoothed grid's
+                post_gelu[li : li + 1],
+                tails[:, li : li + 1],
+                config.rule,
+            )[:, 0]
+        else:  # the budget fixed the tiers: smoothing may only lower the noise at them
+            candidate = bits[:, li].copy()
+        if config.plan == "static":
+            smoothed = np.broadcast_to(smoothed.max(), smoothed.shape).copy()
         share = channel_abs**2 / np.maximum((channel_abs**2).mean(-1, keepdims=True), 1e-30)
         grid = (config.bits_w, config.group_size)
         noise = smoothed_noise(
@@ -215,7 +311,9 @@ def analyze_stats(
         overwrite=overwrite,
     )
     group.mark_complete()
-    summary = summarize(names, bits, sq_bits, absmax, shifted / margin, post_gelu, smoothing)
+    temporal = temporal_arrays(bits, unshifted, per_step / margin)
+    write_temporal(store, group, names, post_gelu, temporal, overwrite=True)
+    summary = summarize(bits, sq_bits, post_gelu, smoothing, temporal, config.recipe)
     ratio = shifted / np.maximum(shifted.max(axis=0, keepdims=True), 1e-30)
     fine = int((ratio <= 31 / 127).sum())  # an A6 grid no coarser than A8 over every step
     summary.append(
@@ -223,6 +321,8 @@ def analyze_stats(
         "layer-steps are small enough (<= x0.24) for A6 to be as fine as one A8 grid over all "
         "steps"
     )
+    if config.avg_bits is not None:
+        summary.extend(budget_summary(per_step, power, config.avg_bits))
     if weights_id is None:
         summary.append("grids: not capped (no learned static activation scales in the store)")
     else:
@@ -233,11 +333,26 @@ def analyze_stats(
     return Analysis(group, summary)
 
 
+def budget_summary(per_step: np.ndarray, power: np.ndarray, avg_bits: float) -> list[str]:
+    """Time-aware and static plans at the budget, side by side on the estimated SQNR."""
+    widest = np.broadcast_to(per_step.max(axis=0), per_step.shape)
+    lines = []
+    for label, ranges, bits in (
+        ("time-aware", per_step, budget_bits(per_step, power, avg_bits)),
+        ("static", widest, static_budget_bits(widest, power, avg_bits)),
+    ):
+        lines.append(
+            f"budget {avg_bits:g} bits, {label:<10}: average {bits.mean():.3f} bits, estimated "
+            f"SQNR {plan_sqnr_db(ranges, power, bits):.2f} dB"
+        )
+    return lines
+
+
 def tier_counts(bits: np.ndarray) -> dict[int, int]:
     return {b: int((bits == b).sum()) for b in (4, 6, 8)}
 
 
-def summarize(names, bits, sq_bits, absmax, shifted, post_gelu, smoothing) -> list[str]:
+def summarize(bits, sq_bits, post_gelu, smoothing, temporal: dict, recipe: str) -> list[str]:
     lines = []
     for label, table in (("time-aware", bits), ("+ SmoothQuant", sq_bits)):
         counts = tier_counts(table)
@@ -245,17 +360,16 @@ def summarize(names, bits, sq_bits, absmax, shifted, post_gelu, smoothing) -> li
             f"{label:<14} A4 {counts[4]:>5}  A6 {counts[6]:>5}  A8 {counts[8]:>5}  "
             f"(layer x step)  average {table.mean():.2f} bits"
         )
-    switching = [n for i, n in enumerate(names) if len(set(bits[:, i].tolist())) > 1]
-    always = {b: sum(1 for i in range(len(names)) if (bits[:, i] == b).all()) for b in (4, 6, 8)}
+    always = {b: int((temporal["always_bits"] == b).sum()) for b in (4, 6, 8)}
     lines.append(
-        f"temporal: {len(switching)} of {len(names)} layers switch tiers across timesteps; "
-        f"always A4/A6/A8: {always[4]}/{always[6]}/{always[8]}"
+        f"temporal: {int(temporal['switcher'].sum())} of {bits.shape[1]} layers switch tiers "
+        f"across timesteps; always A4/A6/A8: {always[4]}/{always[6]}/{always[8]}"
     )
     if post_gelu.any():
-        ratio = (shifted[:, post_gelu] / np.maximum(absmax[:, post_gelu], 1e-8)).mean()
+        shifted = temporal["range_shifted"][:, post_gelu]
+        ratio = (shifted / np.maximum(temporal["range_unshifted"][:, post_gelu], 1e-8)).mean()
         lines.append(f"post-GELU shift: fc2 input range x{ratio:.2f} of unshifted (mean)")
     smoothed = int((np.nan_to_num(smoothing, nan=1.0) != 1.0).any(axis=1).sum())
-    lines.append(
-        f"SmoothQuant: {smoothed} layer(s) smoothed (alpha 0.5) where it lowers the output noise"
-    )
+    how = "dropping one tier" if recipe == "taq-dit" else "where it lowers the output noise"
+    lines.append(f"SmoothQuant: {smoothed} layer(s) smoothed {how}")
     return lines

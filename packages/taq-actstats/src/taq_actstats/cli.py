@@ -17,8 +17,10 @@ from taq_model.cli_support import (
 from taq_model.runs import open_run
 
 from taq_actstats.analyze import AnalyzeConfig, analyze_stats
+from taq_actstats.budget import PLANS
 from taq_actstats.collect import CollectConfig, collect_stats
-from taq_actstats.plots import plot_all
+from taq_actstats.plots import plot_all, plot_data, select_layers
+from taq_actstats.recipes import RECIPE_DEFAULTS, RECIPES
 from taq_actstats.tiers import RULES, TierRule
 from taq_io import Store, StoreError
 
@@ -38,13 +40,33 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="statistics -> quant_config (A4/A6/A8 tiers)")
     analyze.add_argument("--store", type=Path, required=True)
     analyze.add_argument("--local-ckpt", default=None)
-    analyze.add_argument("--rule", choices=RULES, default=TierRule.rule, help="tier rule")
-    for name, value in TierRule().to_json().items():
-        if name != "rule":
-            analyze.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
+    analyze.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default="taq",
+        help="taq (ours) or taq-dit (the paper's); names the defaults of the flags below",
+    )
     defaults = AnalyzeConfig()
-    analyze.add_argument("--range-margin", type=float, default=defaults.range_margin)
-    analyze.add_argument("--smooth-alpha", type=float, default=defaults.smooth_alpha)
+    taq = {**defaults.to_json(), **defaults.rule.to_json()}
+
+    def recipe_default(name: str) -> str:
+        paper = RECIPE_DEFAULTS["taq-dit"].get(name, taq[name])
+        return f"default {taq[name]}" + ("" if paper == taq[name] else f"; taq-dit: {paper}")
+
+    analyze.add_argument("--rule", choices=RULES, default=None, help=recipe_default("rule"))
+    for name in TierRule().to_json():
+        if name != "rule":
+            flag = f"--{name.replace('_', '-')}"
+            analyze.add_argument(flag, type=float, default=None, help=recipe_default(name))
+    for name, meaning in (
+        ("range_margin", "grid range = margin x the range statistic"),
+        ("smooth_alpha", "SmoothQuant's migration strength"),
+        ("smooth_max_outliers", "SmoothQuant candidates: share of outlier channels"),
+        ("smooth_min_spike", "SmoothQuant candidates: max / median channel peak"),
+    ):
+        flag = f"--{name.replace('_', '-')}"
+        help_text = f"{meaning} ({recipe_default(name)})"
+        analyze.add_argument(flag, type=float, default=None, help=help_text)
     analyze.add_argument(
         "--bits-w", type=int, default=defaults.bits_w, help="weight bits (SmoothQuant's cost)"
     )
@@ -54,11 +76,39 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not cap each step's grid at AdaRound's learned static range",
     )
+    analyze.add_argument(
+        "--avg-bits",
+        type=float,
+        default=None,
+        help="tiers by an average-bit budget (4..8) maximising the estimated SQNR, not the rule",
+    )
+    analyze.add_argument(
+        "--plan",
+        choices=PLANS,
+        default=defaults.plan,
+        help="static: one grid and bit width per layer for all steps (needs --avg-bits)",
+    )
     analyze.add_argument("--overwrite", action="store_true")
     plot = sub.add_parser("plot", help="PNG plots of the statistics")
     plot.add_argument("--store", type=Path, required=True)
     plot.add_argument("--out", type=Path, default=None, help="default: STORE/../plots")
     plot.add_argument("--quant-config", action="store_true", help="overlay the tiers")
+    plot.add_argument(
+        "--snapshot-steps",
+        default=None,
+        help="comma-separated step indices for the snapshot plot (default: the middle step)",
+    )
+    plot.add_argument(
+        "--plot-distributions",
+        action="store_true",
+        help="also per-channel ranges and histograms (reads the per-channel arrays: slower)",
+    )
+    plot.add_argument(
+        "--layers",
+        default=None,
+        help="glob(s) of the layers whose distributions to plot (default: the widest and the "
+        "first fc2)",
+    )
     return parser
 
 
@@ -88,16 +138,18 @@ def _collect(args) -> int:
 
 
 def _analyze(args) -> int:
-    names = TierRule().to_json()
+    given = {k: getattr(args, k) for k in TierRule().to_json()}
+    for name in ("range_margin", "smooth_alpha", "smooth_max_outliers", "smooth_min_spike"):
+        given[name] = getattr(args, name)
     try:
-        rule = TierRule(**{k: getattr(args, k) for k in names})
-        config = AnalyzeConfig(
-            rule,
-            args.range_margin,
-            args.smooth_alpha,
+        config = AnalyzeConfig.for_recipe(
+            args.recipe,
+            **given,
             bits_w=args.bits_w,
             group_size=args.group_size,
-            static_cap=not args.no_static_cap,
+            static_cap=False if args.no_static_cap else None,
+            avg_bits=args.avg_bits,
+            plan=args.plan,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -109,24 +161,26 @@ def _analyze(args) -> int:
 
 
 def _plot(args) -> int:
+    try:
+        steps = [int(v) for v in args.snapshot_steps.split(",")] if args.snapshot_steps else None
+    except ValueError:
+        raise UsageError(
+            f"--snapshot-steps {args.snapshot_steps!r} is not a list of step indices: e.g. 0,3,5"
+        ) from None
+    if args.layers and not args.plot_distributions:
+        raise UsageError("--layers chooses distribution plots: add --plot-distributions")
     store = Store.open(args.store)
     out = writable_dir(args.out or Path(args.store).parent / "plots", "--out")
-    stats = store.require_group("actstats")
-    sigmas = stats.read("timesteps") / 1000.0
-    data = {
-        "names": stats.read("layer_names").tolist(),
-        "sigmas": sigmas,
-        "absmax": stats.read("absmax").mean(axis=0).T,  # (step, layer)
-        "channel_min": stats.read("channel_min").mean(axis=0),
-        "channel_max": stats.read("channel_max").mean(axis=0),
-        "hist_edges": stats.read("hist_edges")[0],
-        "hist_counts": stats.read("hist_counts").sum(axis=0),
-    }
+    data = plot_data(store, distributions=args.plot_distributions)
     quant = None
     if args.quant_config:
         group = store.require_group("quant_config")
         quant = {k: group.read(k) for k in ("bits", "scale", "shift")}
-    paths = plot_all(data, out, quant)
+    try:
+        layers = select_layers(data["names"], args.layers)
+        paths = plot_all(data, out, quant, steps, layers, args.plot_distributions)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     print(f"wrote {len(paths)} plots to {out}: " + ", ".join(p.name for p in paths))
     return 0
 

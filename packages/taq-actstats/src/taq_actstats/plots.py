@@ -1,10 +1,14 @@
 """PNG plots of activation statistics: how ranges move with the timestep, layer by layer.
 
-The sigma axis runs from 1 (pure noise, sampling starts) to 0 (clean image).
+The sigma axis runs from 1 (pure noise, sampling starts) to 0 (clean image). The cheap plots
+(snapshots at chosen steps, ranges over time, a heatmap, variability) read only the scalar
+summaries; the distributions (per-channel ranges and histograms of chosen layers) read the
+per-channel arrays and are drawn only when asked.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from taq_io import Store  # noqa: E402
 
 TIER_COLORS = {4: "#2ca02c", 6: "#ff7f0e", 8: "#d62728"}
 
@@ -27,21 +33,68 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_all(stats: dict, out: Path, quant: dict | None = None) -> list[Path]:
-    """Every plot; `stats` holds names, sigmas, absmax (step, layer), channel extrema."""
-    out.mkdir(parents=True, exist_ok=True)
+def plot_data(store: Store, distributions: bool = False) -> dict:
+    """What `plot_all` draws, from the store's `actstats` (the per-channel arrays only when
+    `distributions`)."""
+    stats = store.require_group("actstats")
+    data = {
+        "names": stats.read("layer_names").tolist(),
+        "sigmas": stats.read("timesteps") / 1000.0,
+        "absmax": stats.read("absmax").mean(axis=0).T,  # (step, layer)
+    }
+    if distributions:
+        data["channel_min"] = stats.read("channel_min").mean(axis=0)
+        data["channel_max"] = stats.read("channel_max").mean(axis=0)
+        data["hist_edges"] = stats.read("hist_edges")[0]
+        data["hist_counts"] = stats.read("hist_counts").sum(axis=0)
+    return data
+
+
+def select_layers(names: list[str], pattern: str | None) -> list[int]:
+    """Indices of the layers matching any comma-separated glob (`mm*.image.mlp.fc2`)."""
+    if pattern is None:
+        return []
+    globs = [g.strip() for g in pattern.split(",") if g.strip()]
+    chosen = [i for i, n in enumerate(names) if any(fnmatch.fnmatchcase(n, g) for g in globs)]
+    if not chosen:
+        raise ValueError(f"--layers {pattern!r} matches no layer in actstats")
+    return chosen
+
+
+def plot_all(
+    stats: dict,
+    out: Path,
+    quant: dict | None = None,
+    snapshot_steps: list[int] | None = None,
+    layers: list[int] | None = None,
+    distributions: bool = False,
+) -> list[Path]:
+    """The plots into `out`; `stats` from `plot_data`. Snapshots at `snapshot_steps` (step
+    indices; default the middle one); with `distributions`, per-channel ranges and histograms
+    of `layers` (default: the widest layer's channels and the first fc2's histograms)."""
     names = [_short(n) for n in stats["names"]]
     sigma, absmax = stats["sigmas"], stats["absmax"]
-    paths = []
-    # snapshot: all layers at the middle timestep
     mid = len(sigma) // 2
-    fig, ax = plt.subplots(figsize=(max(8, len(names) * 0.25), 4.5))
-    colors = [TIER_COLORS[b] for b in quant["bits"][mid]] if quant else "#1f77b4"
-    ax.bar(range(len(names)), absmax[mid], color=colors)
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    ax.set_ylabel("max |x| (average over images)")
-    title = f"layer input ranges at sigma = {sigma[mid]:.2f}"
-    ax.set_title(title + (" (color: A4 green, A6 orange, A8 red)" if quant else ""))
+    steps = snapshot_steps or [mid]
+    bad = [s for s in steps if not 0 <= s < len(sigma)]
+    if bad:
+        raise ValueError(f"--snapshot-steps {bad[0]} is not a stored step: use 0..{len(sigma) - 1}")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    # snapshot: all layers at each chosen step, one row per step
+    fig, axes = plt.subplots(
+        len(steps), 1, figsize=(max(8, len(names) * 0.25), 3.0 * len(steps) + 1.5), squeeze=False
+    )
+    for row, step in enumerate(steps):
+        ax = axes[row, 0]
+        colors = [TIER_COLORS[b] for b in quant["bits"][step]] if quant else "#1f77b4"
+        ax.bar(range(len(names)), absmax[step], color=colors)
+        last = row == len(steps) - 1
+        ax.set_xticks(range(len(names)), names if last else [""] * len(names), rotation=90,
+                      fontsize=7)  # fmt: skip
+        ax.set_ylabel("max |x| (image mean)")
+        title = f"layer input ranges at step {step}, sigma = {sigma[step]:.2f}"
+        ax.set_title(title + (" (color: A4 green, A6 orange, A8 red)" if quant else ""))
     paths.append(_save(fig, out / "snapshot.png"))
     # temporal lines per layer
     fig, ax = plt.subplots(figsize=(9, 5))
@@ -74,34 +127,50 @@ def plot_all(stats: dict, out: Path, quant: dict | None = None) -> list[Path]:
     ax.set_ylabel("max / min over timesteps")
     ax.set_title("temporal variability (red: post-GELU fc2 inputs)")
     paths.append(_save(fig, out / "variability.png"))
-    # per-channel distribution of the layer with the widest range
-    worst = int(np.argmax(absmax.max(axis=0)))
-    low, high = stats["channel_min"][worst], stats["channel_max"][worst]  # (step, ch)
+    if distributions and layers:
+        for li in layers:
+            name = stats["names"][li]
+            paths.append(_plot_channels(stats, li, out / f"channels-{name}.png"))
+            paths.append(_plot_histograms(stats, li, quant, out / f"histograms-{name}.png"))
+    elif distributions:  # the layer with the widest range, and the first post-GELU input
+        worst = int(np.argmax(absmax.max(axis=0)))
+        fc2 = next((i for i, n in enumerate(stats["names"]) if n.endswith("mlp.fc2")), worst)
+        paths.append(_plot_channels(stats, worst, out / "channels.png"))
+        paths.append(_plot_histograms(stats, fc2, quant, out / "histograms.png"))
+    return paths
+
+
+def _plot_channels(stats: dict, li: int, path: Path) -> Path:
+    """Per-channel min..max of one layer's input at the first, middle and last step."""
+    sigma = stats["sigmas"]
+    low, high = stats["channel_min"][li], stats["channel_max"][li]  # (step, ch)
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    for t in sorted({0, mid, len(sigma) - 1}):
+    for t in sorted({0, len(sigma) // 2, len(sigma) - 1}):
         ax.fill_between(
             np.arange(low.shape[1]), low[t], high[t], alpha=0.35, label=f"sigma {sigma[t]:.2f}"
         )
     ax.set_xlabel("input channel")
     ax.set_ylabel("min .. max")
-    ax.set_title(f"per-channel range of {names[worst]}")
+    ax.set_title(f"per-channel range of {_short(stats['names'][li])}")
     ax.legend()
-    paths.append(_save(fig, out / "channels.png"))
-    # histograms with shift and grid overlays: first fc2 (post-GELU) at three timesteps
-    fc2 = next((i for i, n in enumerate(stats["names"]) if n.endswith("mlp.fc2")), worst)
+    return _save(fig, path)
+
+
+def _plot_histograms(stats: dict, li: int, quant: dict | None, path: Path) -> Path:
+    """One layer's pooled histograms at three steps, with the shift and grid overlaid."""
+    sigma = stats["sigmas"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    for ax, t in zip(axes, [0, mid, len(sigma) - 1], strict=True):
-        edges, counts = stats["hist_edges"][fc2, t], stats["hist_counts"][fc2, t]
+    for ax, t in zip(axes, [0, len(sigma) // 2, len(sigma) - 1], strict=True):
+        edges, counts = stats["hist_edges"][li, t], stats["hist_counts"][li, t]
         ax.stairs(counts, edges, fill=True, alpha=0.6)
         ax.set_yscale("log")
-        ax.set_title(f"{names[fc2]} sigma {sigma[t]:.2f}", fontsize=9)
+        ax.set_title(f"{_short(stats['names'][li])} sigma {sigma[t]:.2f}", fontsize=9)
         if quant:
-            shift = float(np.nanmean(quant["shift"][t, fc2]))
+            shift = float(np.nanmean(quant["shift"][t, li]))
             ax.axvline(shift, color="k", ls="--", lw=1, label=f"mean shift {shift:.2f}")
-            scale, bits = quant["scale"][t, fc2], quant["bits"][t, fc2]
+            scale, bits = quant["scale"][t, li], quant["bits"][t, li]
             half = 2 ** (bits - 1) - 1
             for k in (-half, half):
                 ax.axvline(shift + k * scale, color=TIER_COLORS[int(bits)], lw=1)
             ax.legend(fontsize=7, title=f"A{bits} grid", title_fontsize=7)
-    paths.append(_save(fig, out / "histograms.png"))
-    return paths
+    return _save(fig, path)

@@ -1,0 +1,71 @@
+"""Tiers under an average-bit budget, time-aware or static, by the SQNR rule's noise model.
+
+`--avg-bits B` replaces the tier rule's per layer-step threshold with a budget: the mean bits
+over all layer-steps is at most `B`, and within that the plan maximises the estimated SQNR of
+the whole plan, `-10 log10(mean over layer-steps of noise / E[x^2])`, the rounding noise
+being the SQNR rule's `delta^2 / 12` of the grid over the (uncapped) range (`tiers.sqnr_db`).
+
+Every upgrade (A4 -> A6, A6 -> A8) costs the same 2 bits and each layer-step's noise falls
+by less at its second upgrade than at its first (1/7^2 -> 1/31^2 -> 1/127^2 of absmax^2), so
+taking the upgrades by largest noise drop first is optimal (a separable concave knapsack with
+equal costs). The budget buys `floor((B - 4) N / 2)` upgrades over `N` layer-steps: the
+average is `B` exactly when `(B - 4) N / 2` is whole, else the largest step of `2 / N` below.
+
+Static at `B` is the same allocation over layers instead of layer-steps: one grid per layer
+covering its largest step, one bit width for all steps (a layer's steps share its tier, so
+the average over layer-steps is the mean over layers, in steps of `2 / layers`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from taq_actstats.tiers import TIERS, grid_scale
+
+PLANS = ("time-aware", "static")
+
+
+def relative_noise(absmax: np.ndarray, power: np.ndarray, bits: np.ndarray | int) -> np.ndarray:
+    """Rounding noise over the signal power (1 / linear SQNR) of each entry."""
+    noise = grid_scale(absmax, np.asarray(bits)) ** 2 / 12
+    return noise / np.maximum(power, 1e-30)
+
+
+def plan_sqnr_db(absmax: np.ndarray, power: np.ndarray, bits: np.ndarray) -> float:
+    """The plan's estimated SQNR: mean relative noise over all layer-steps, in dB."""
+    return float(-10 * np.log10(relative_noise(absmax, power, bits).mean()))
+
+
+def upgrades_within(avg_bits: float, entries: int) -> int:
+    """How many 2-bit upgrades from all-A4 keep the mean at or below `avg_bits`."""
+    if avg_bits < TIERS[0]:
+        raise ValueError(f"--avg-bits {avg_bits:g} is below A4: use {TIERS[0]}..{TIERS[-1]}")
+    top = (len(TIERS) - 1) * entries
+    return min(top, int(np.floor((avg_bits - TIERS[0]) * entries / 2 + 1e-9)))
+
+
+def allocate_bits(weight: np.ndarray, avg_bits: float) -> np.ndarray:
+    """Bits per entry (any shape) minimising sum(weight / levels^2) at mean bits <= avg_bits.
+
+    `weight` is each entry's noise scale (its relative noise is `weight / (2^(b-1) - 1)^2`).
+    """
+    flat = np.asarray(weight, np.float64).reshape(-1)
+    levels = np.array([2.0 ** (b - 1) - 1 for b in TIERS])
+    cost = flat[:, None] / levels[None, :] ** 2  # (entry, tier)
+    gains = cost[:, :-1] - cost[:, 1:]  # (entry, upgrade): decreasing along the row
+    order = np.argsort(-gains.reshape(-1), kind="stable")
+    chosen = order[: upgrades_within(avg_bits, flat.size)]
+    upgrades = np.bincount(chosen // gains.shape[1], minlength=flat.size)
+    return np.array(TIERS)[upgrades].reshape(np.shape(weight)).astype(np.int32)
+
+
+def budget_bits(absmax: np.ndarray, power: np.ndarray, avg_bits: float) -> np.ndarray:
+    """Time-aware tiers `(step, layer)` at an average of at most `avg_bits`."""
+    return allocate_bits(np.maximum(absmax, 1e-8) ** 2 / np.maximum(power, 1e-30), avg_bits)
+
+
+def static_budget_bits(absmax: np.ndarray, power: np.ndarray, avg_bits: float) -> np.ndarray:
+    """Static tiers: one per layer over its widest step, broadcast to `(step, layer)`."""
+    widest = np.maximum(absmax.max(axis=0), 1e-8) ** 2
+    per_layer = allocate_bits(widest * (1 / np.maximum(power, 1e-30)).sum(axis=0), avg_bits)
+    return np.broadcast_to(per_layer, absmax.shape).copy()

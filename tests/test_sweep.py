@@ -1,0 +1,74 @@
+"""`taq sweep` at tiny settings: every point in the table and both plots; a SIGKILLed sweep
+resumes without recomputing finished points; a rerun recomputes nothing."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from taq_pipeline.sweep import SweepConfig
+from taq_pipeline.testing import ENV, taq
+
+TINY = ("--weight-bits", "2", "--avg-bits", "8,4", "--plans", "time-aware,static",
+        "--recipes", "taq-dit", "--eval-samples", "2", "--iters", "5")  # fmt: skip
+POINTS = 1 + 2 + 2 * 2  # FP, RTN/AdaRound W2, taq-dit x 2 plans x 2 budgets
+
+
+def test_sweep_resumes_after_a_kill(store_copy):
+    out_dir = store_copy.parent / f"{store_copy.stem}-sweep"
+    record_path = out_dir / "sweep.json"
+    cmd = [sys.executable, "-m", "taq_pipeline", "sweep", "--store", str(store_copy), *TINY]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    before = {}
+    while time.time() < deadline and proc.poll() is None:
+        if record_path.exists():
+            before = json.loads(record_path.read_text())["points"]
+            if len(before) >= 3:
+                break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 3 <= len(before) < POINTS, len(before)
+    out = taq("sweep", "--store", store_copy, *TINY)
+    assert out.returncode == 0, out.stderr
+    finished = json.loads(record_path.read_text())["points"]
+    assert len(finished) == POINTS
+    done_line = next(line for line in out.stdout.splitlines() if "already done" in line)
+    for name, row in before.items():
+        assert name in done_line
+        assert finished[name] == row  # not recomputed
+    for name, row in finished.items():
+        if row["avg_bits"] is not None:
+            assert row["act_bits_measured"] == row["avg_bits"]  # 8 and 4 are met exactly
+        if name != "FP":
+            assert np.isfinite(row["psnr_db"]) and 0 <= row["accuracy"] <= 1
+    table = (out_dir / "sweep.md").read_text()
+    assert sum(line.startswith("| ") for line in table.splitlines()) == POINTS + 1
+    for png in ("quality_vs_weight_bits", "quality_vs_activation_bits"):
+        pixels = np.asarray(Image.open(out_dir / f"{png}.png").convert("L"), dtype=np.float32)
+        assert pixels.std() > 5 and f"({png}.png)" in table
+    stamp = record_path.stat().st_mtime_ns
+    again = taq("sweep", "--store", store_copy, *TINY)
+    assert again.returncode == 0, again.stderr
+    assert f"{POINTS} of {POINTS} points already done" in again.stdout
+    assert record_path.stat().st_mtime_ns == stamp
+
+
+def test_bad_sweep_flags_are_one_line(tmp_path):
+    out = taq("sweep", "--store", tmp_path / "none.zarr", "--plans", "dynamic")
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--plans 'dynamic' is unknown" in lines[0], lines
+    for fields, message in (
+        ({"avg_bits": (3.0,)}, "--avg-bits must be in 4..8"),
+        ({"weight_bits": (7,)}, "--bits-w 7 is not supported"),
+        ({"recipes": ("paper",)}, "--recipes 'paper' is unknown"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            SweepConfig(**fields)

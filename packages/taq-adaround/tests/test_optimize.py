@@ -6,14 +6,15 @@ import subprocess
 import sys
 import time
 
-from taq_model.taxonomy import get_layer
+from taq_model.taxonomy import block_layers, block_streams, get_block, get_layer
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
+from taq_adaround.layers import install_adaround, restore_linears
 from taq_adaround.optimize import load_block_data
-from taq_adaround.reconstruct import AdaRoundConfig, adaround_block
+from taq_adaround.reconstruct import AdaRoundConfig, adaround_block, make_train_step, set_mode
 from taq_io import Store
 from taq_quant import export_quantized_linear
 from taq_quant.quantizer import scaled_weight
@@ -38,6 +39,32 @@ def test_learned_rounding_is_hard_and_exports_exactly(digits, cached_store):
         np.testing.assert_array_equal(np.array(dq), np.array(layer.quantized_weight()))
     # the model got its own linears back
     assert type(get_layer(digits.mmdit, "mm1.image.mlp.fc2")).__name__ == "Linear"
+
+
+def test_warmup_step_without_regulariser_is_the_zero_weighted_update(digits, cached_store):
+    """The warm-up leaves the regulariser out of the graph (`reg_weight=None`): the same
+    rounding logits and activation scales, bit for bit, as weighting it by 0."""
+    data = load_block_data(Store.open(cached_store), "mm1")
+    config = AdaRoundConfig(iters=10, batch_size=8)
+    block, streams = get_block(digits.mmdit, "mm1"), block_streams(digits.mmdit, "mm1")
+    refs = block_layers(digits.mmdit, "mm1")
+    trained = []
+    for reg_weight in (None, mx.array(0.0)):
+        layers = install_adaround(digits.mmdit, refs, config.weight_config, config.bits_a)
+        try:
+            set_mode(layers, "soft")
+            initial = {k: np.array(layer.v) for k, layer in layers.items()}
+            step, state = make_train_step(block, streams, layers, config, compile_step=True)
+            for it in range(4):
+                step(data.batch(np.arange(it, it + 8)), mx.array(20.0), reg_weight)
+                mx.eval(state)
+            trained.append({k: (np.array(v.v), np.array(v.act_scale)) for k, v in layers.items()})
+        finally:
+            restore_linears(digits.mmdit, refs, layers)
+    for name, (v, act) in trained[0].items():
+        assert not np.array_equal(v, initial[name]), name  # the steps did train
+        np.testing.assert_array_equal(v, trained[1][name][0], err_msg=name)
+        np.testing.assert_array_equal(act, trained[1][name][1], err_msg=name)
 
 
 def test_optimize_writes_weights_better_than_rtn(cached_store, tmp_path, cli):

@@ -234,27 +234,41 @@ def set_mode(layers: dict[str, AdaRoundLinear], mode: str) -> None:
 
 
 def make_train_step(block, streams, layers, config: AdaRoundConfig, compile_step: bool):
-    """One optimisation step; returns (step_fn, state) with `step_fn(batch, beta, reg_weight)`."""
+    """One optimisation step; returns (step_fn, state) with `step_fn(batch, beta, reg_weight)`.
+
+    `reg_weight=None` is the warm-up step: the regulariser is left out of the graph rather
+    than weighted by 0 (the same update, without computing its value and gradient).
+    """
     schedule = optim.cosine_decay(config.lr_act, config.iters)
     opt_v = optim.Adam(learning_rate=config.lr, bias_correction=config.bias_correction)
     opt_act = optim.Adam(learning_rate=schedule, bias_correction=config.bias_correction)
-
-    def loss_fn(model, batch, beta, reg_weight):
-        rec = _reconstruction(model, streams, batch, _per_sample_sum)
-        reg = sum(rounding_regularizer(layer.v, beta) for layer in layers.values())
-        return rec + reg_weight * reg, rec
-
-    loss_and_grad = nn.value_and_grad(block, loss_fn)
-
-    def step(batch, beta, reg_weight):
-        (loss, rec), grads = loss_and_grad(block, batch, beta, reg_weight)
-        opt_v.update(block, _split(grads, "v"))
-        if config.bits_a:
-            opt_act.update(block, _split(grads, "act_scale"))
-        return loss, rec
-
     state = [block.state, opt_v.state, opt_act.state]
-    return (mx.compile(step, inputs=state, outputs=state) if compile_step else step), state
+
+    def make_step(regularized: bool):
+        def loss_fn(model, batch, beta, reg_weight):
+            rec = _reconstruction(model, streams, batch, _per_sample_sum)
+            if not regularized:
+                return rec, rec
+            reg = sum(rounding_regularizer(layer.v, beta) for layer in layers.values())
+            return rec + reg_weight * reg, rec
+
+        loss_and_grad = nn.value_and_grad(block, loss_fn)
+
+        def step(batch, beta, reg_weight):
+            (loss, rec), grads = loss_and_grad(block, batch, beta, reg_weight)
+            opt_v.update(block, _split(grads, "v"))
+            if config.bits_a:
+                opt_act.update(block, _split(grads, "act_scale"))
+            return loss, rec
+
+        return mx.compile(step, inputs=state, outputs=state) if compile_step else step
+
+    steps = {True: make_step(True), False: make_step(False)}
+
+    def step_fn(batch, beta, reg_weight):
+        return steps[reg_weight is not None](batch, beta, reg_weight)
+
+    return step_fn, state
 
 
 def train_rounding(
@@ -269,7 +283,7 @@ def train_rounding(
     for it in range(config.iters):
         batch = next_batch
         beta = mx.array(schedule.beta(it), dtype=mx.float32)
-        reg_weight = mx.array(config.reg_weight if schedule.regularizer_on(it) else 0.0)
+        reg_weight = mx.array(config.reg_weight) if schedule.regularizer_on(it) else None
         loss, rec = step_fn(batch, beta, reg_weight)
         mx.async_eval(loss, rec, state)
         next_batch = data.batch(rng.randint(0, len(data), batch_size))  # while it runs

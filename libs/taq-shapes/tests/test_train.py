@@ -1,6 +1,7 @@
 """Short training runs of a toy-size tiny-shapes model: the loss falls, the weights load and
 sample, and a run stopped and resumed ends bit-identical to an uninterrupted one."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import mlx.core as mx
 import numpy as np
 
+from taq_shapes import cli
 from taq_shapes.preset import build_tiny_shapes, generate_batched
 from taq_shapes.train import TrainConfig, train
 
@@ -38,7 +40,7 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert all(mx.array_equal(a[k], b[k]).item() for k in a)
 
 
-def test_cli_entry_point(tmp_path):
+def test_cli_entry_points(tmp_path, capsys):
     output = tmp_path / "w.safetensors"
     flags = ["--steps", "2", "--warmup", "1", "--batch-size", "4", "--hidden", "32"]
     out = subprocess.run(
@@ -49,3 +51,10 @@ def test_cli_entry_point(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "trained 2 of 2 steps" in out.stdout and output.exists()
+    grid = tmp_path / "grid.png"
+    flags = ["--weights", str(output), "--samples", "3", "--steps", "2", "--grid", str(grid)]
+    assert cli.main(["adherence", *flags]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["prompts"] == 3 and 0 <= report["adherence"] <= 1 and grid.exists()
+    assert cli.main(["adherence", "--weights", str(tmp_path / "none.safetensors")]) == 2
+    assert "train-tiny-shapes" in capsys.readouterr().err

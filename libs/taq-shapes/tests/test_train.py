@@ -8,10 +8,11 @@ import sys
 
 import mlx.core as mx
 import numpy as np
+import pytest
 
 from taq_shapes import cli
 from taq_shapes.preset import build_tiny_shapes, generate_batched
-from taq_shapes.train import TrainConfig, train
+from taq_shapes.train import ResumeError, TrainConfig, train
 
 TOY = {"hidden": 32, "depth": 1, "heads": 1, "batch_size": 8, "warmup": 2}
 
@@ -58,3 +59,10 @@ def test_cli_entry_points(tmp_path, capsys):
     assert report["prompts"] == 3 and 0 <= report["adherence"] <= 1 and grid.exists()
     assert cli.main(["adherence", "--weights", str(tmp_path / "none.safetensors")]) == 2
     assert "train-tiny-shapes" in capsys.readouterr().err
+
+
+def test_resuming_with_another_recipe_is_refused(tmp_path):
+    output = str(tmp_path / "w.safetensors")
+    train(TrainConfig(steps=4, stop_at=2, output=output, **TOY))
+    with pytest.raises(ResumeError, match="lr 0.001 -> 0.002"):
+        train(TrainConfig(steps=4, lr=2e-3, resume=True, output=output, **TOY))

@@ -96,6 +96,15 @@ def training_batch(config: TrainConfig, step: int) -> tuple[np.ndarray, ...]:
     )
 
 
+class ResumeError(ValueError):
+    """A checkpoint made with another recipe; the message names what differs."""
+
+
+# What a resumed run may change: how long it runs and where it writes. A longer `steps`
+# extends a finished run (its cosine schedule then continues from a higher learning rate).
+RESUMABLE_CHANGES = ("steps", "stop_at", "resume", "output", "checkpoint_every")
+
+
 def ema_decay(target: float, step: int) -> float:
     """The EMA's decay at `step`: ramps up to `target` so early averages are not dominated by
     the random initial weights (0.998**1000 would still leave them 13 % of the average)."""
@@ -122,6 +131,16 @@ def _load_checkpoint(model, optimizer, config) -> tuple[int, list[float], dict |
     if not config.resume or not (folder / "state.json").exists():
         return 0, [], None
     state = json.loads((folder / "state.json").read_text())
+    differs = [
+        f"{key} {state['config'].get(key)!r} -> {value!r}"
+        for key, value in asdict(config).items()
+        if key not in RESUMABLE_CHANGES and state["config"].get(key) != value
+    ]
+    if differs:
+        raise ResumeError(
+            f"the checkpoint in {folder} was trained with another recipe ({', '.join(differs)}): "
+            "resume with its flags, or drop --resume and pass another --output"
+        )
     model.load_weights(list(mx.load(str(folder / "model.safetensors")).items()))
     optimizer.state = tree_unflatten(list(mx.load(str(folder / "optimizer.safetensors")).items()))
     ema = tree_unflatten(list(mx.load(str(folder / "ema.safetensors")).items()))
@@ -224,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
-    return run_cli(run)
+    return run_cli(run, user_errors=(ResumeError,))
 
 
 if __name__ == "__main__":

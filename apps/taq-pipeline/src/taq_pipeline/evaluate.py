@@ -18,7 +18,6 @@ first variant not written, and changed artifacts invalidate the file.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -36,6 +35,7 @@ from taq_infer import load_quantized
 from taq_io import Store, StoreError, config_hash
 from taq_pipeline.intervals import Claim
 from taq_pipeline.seeds import seed_split
+from taq_shapes.fidelity import psnr_from_mse
 
 VARIANTS = (
     ("FP", None),
@@ -117,10 +117,6 @@ def input_identities(store: Store) -> dict[str, str]:
         kind + (f"/{name}" if name else ""): store.require_group(kind, name).identity()
         for kind, name in INPUTS
     }
-
-
-def _psnr(mse: float) -> float:
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -210,7 +206,7 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
         result = VariantResult(
             name,
             mse,
-            _psnr(mse),
+            psnr_from_mse(mse),
             accuracy,
             frechet,
             int(weight_bytes),

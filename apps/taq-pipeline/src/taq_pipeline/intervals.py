@@ -11,10 +11,11 @@ whole interval of `A - B` lies above the claim's margin (0 unless a target says 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from taq_shapes.fidelity import psnr_from_mse as psnr_db  # the one PSNR (uint8 peak)
 
 RESAMPLES = 2000
 LEVEL = 0.95
@@ -37,13 +38,6 @@ class Interval:
 def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
     """`(resamples, n)` indices drawn with replacement, the same for every call with `seed`."""
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-
-
-def psnr_db(mse: np.ndarray | float, peak: float = 255.0) -> np.ndarray:
-    """PSNR of an MSE on uint8 images; infinite where the MSE is 0."""
-    mse = np.asarray(mse, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return np.where(mse > 0, 10 * np.log10(peak**2 / np.maximum(mse, 1e-300)), math.inf)
 
 
 def _interval(value: float, draws: np.ndarray) -> Interval:

@@ -1,0 +1,96 @@
+"""The `tiny-shapes` model: a small DiffusionKit MMDiT on 32x32 RGB scenes, and its conditioner.
+
+Latents are the image itself, scaled to [-1, 1] and folded 2x2 into channels (space to
+depth): 16x16x12, so with DiffusionKit's patch size 2 the model sees 64 image tokens of
+4x4 pixels each, as cheap as tiny-digits. The conditioner has one learned token per
+attribute slot of the grammar (colour, shape, size, relation, colour, shape; a separate table
+per slot, row 0 = absent), so a prompt's words reach attention one by one, and a pooled vector
+that is a learned linear map of all of them (what adaLN modulation sees).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from taq_model.compat import import_diffusionkit
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from taq_shapes.grammar import NUM_SLOTS, SLOTS
+
+TOKEN_WIDTH = 64
+POOLED_WIDTH = 64
+LATENT_SHAPE = (16, 16, 12)
+TINY_SHAPES_WEIGHTS = Path(__file__).parent / "weights" / "tiny_shapes.safetensors"
+
+
+def tiny_shapes_config(hidden: int = 128, depth: int = 4, heads: int = 4):
+    import_diffusionkit()
+    from diffusionkit.mlx.config import MMDiTConfig
+
+    return MMDiTConfig(
+        num_heads=heads,
+        depth_multimodal=depth,
+        hidden_size_override=hidden,
+        max_latent_resolution=LATENT_SHAPE[0],
+        vae_latent_dim=LATENT_SHAPE[2],
+        pooled_text_embed_dim=POOLED_WIDTH,
+        token_level_text_embed_dim=TOKEN_WIDTH,
+        dtype=mx.float32,
+        float16_dtype=mx.float32,
+        low_memory_mode=False,
+    )
+
+
+class ShapesConditioner(nn.Module):
+    """Labels (N, 6) of vocabulary indices -> tokens (N, 6, 64) and pooled (N, 64)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables = [mx.random.normal((len(vocab) + 1, TOKEN_WIDTH)) * 0.5 for _, vocab in SLOTS]
+        self.pool = nn.Linear(NUM_SLOTS * TOKEN_WIDTH, POOLED_WIDTH)
+
+    def __call__(self, labels: mx.array) -> tuple[mx.array, mx.array]:
+        tokens = mx.stack([table[labels[:, i]] for i, table in enumerate(self.tables)], axis=1)
+        pooled = self.pool(tokens.reshape(tokens.shape[0], -1))
+        return tokens, pooled
+
+
+def images_to_latents(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 32, 32, 3) -> float32 (N, 16, 16, 12) in [-1, 1] (2x2 space to depth)."""
+    x = images.astype(np.float32) / 127.5 - 1.0
+    n, h, w, c = x.shape
+    x = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h // 2, w // 2, 4 * c)
+
+
+def latents_to_images(latents: np.ndarray) -> np.ndarray:
+    """(N, 16, 16, 12) latents -> uint8 (N, 32, 32, 3); values clipped to [-1, 1]."""
+    x = np.clip(np.asarray(latents, np.float32), -1, 1)
+    n, h, w, c = x.shape
+    x = x.reshape(n, h, w, 2, 2, c // 4).transpose(0, 1, 3, 2, 4, 5)
+    return ((x.reshape(n, 2 * h, 2 * w, c // 4) + 1) * 127.5).round().astype(np.uint8)
+
+
+def load_tiny_shapes(path: str | Path = TINY_SHAPES_WEIGHTS):
+    """(MMDiT, ShapesConditioner) from one safetensors file (`mmdit.*`, `conditioner.*`);
+    the MMDiT's size comes from the recipe in the file's metadata."""
+    import_diffusionkit()
+    from diffusionkit.mlx.mmdit import MMDiT
+
+    weights, metadata = mx.load(str(path), return_metadata=True)
+    recipe = json.loads(metadata.get("recipe", "{}"))
+    dims = {k: recipe[k] for k in ("hidden", "depth", "heads") if k in recipe}
+    mmdit, conditioner = MMDiT(tiny_shapes_config(**dims)), ShapesConditioner()
+    for prefix, module in (("mmdit.", mmdit), ("conditioner.", conditioner)):
+        items = [
+            (k.removeprefix(prefix), v.astype(mx.float32))
+            for k, v in weights.items()
+            if k.startswith(prefix)
+        ]
+        module.load_weights(items)
+    mx.eval(mmdit.parameters(), conditioner.parameters())
+    return mmdit, conditioner

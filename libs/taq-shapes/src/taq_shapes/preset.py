@@ -1,0 +1,116 @@
+"""The `tiny-shapes` preset's handle: conditioning, adaLN reload, latents -> images, and a
+batched generate + adherence measurement of any handle that draws tiny-shapes scenes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from taq_model.presets import ModelError, ModelHandle, file_id
+from taq_model.sampling import Conditioning, initial_noise, sample_euler
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from taq_shapes.evaluate import AdherenceReport, PromptScore, evaluate_adherence
+from taq_shapes.grammar import PromptError, prompt_labels, prompt_set
+from taq_shapes.model import (
+    LATENT_SHAPE,
+    TINY_SHAPES_WEIGHTS,
+    latents_to_images,
+    load_tiny_shapes,
+)
+
+DEFAULT_STEPS = 20
+DEFAULT_CFG = 3.0
+
+
+@dataclass
+class TinyShapesHandle(ModelHandle):
+    conditioner: nn.Module | None = None
+    weights_path: Path | None = None
+
+    def validate_prompts(self, prompts: Sequence[str]) -> None:
+        super().validate_prompts(prompts)
+        for prompt in prompts:
+            try:
+                prompt_labels(prompt)
+            except PromptError as err:
+                raise ModelError(str(err)) from None
+
+    def encode(self, prompts: Sequence[str], negative: str = "") -> Conditioning:
+        self.validate_prompts(prompts)
+        tokens, pooled = self.conditioner(mx.array([prompt_labels(p) for p in prompts]))
+        neg_tokens, neg_pooled = self.conditioner(mx.array([prompt_labels(negative)]))
+        return Conditioning(tokens, pooled, neg_tokens, neg_pooled)
+
+    def modulation_weights(self) -> list[tuple[str, mx.array]]:
+        weights = mx.load(str(self.weights_path))
+        return [
+            (k.removeprefix("mmdit."), v.astype(mx.float32))
+            for k, v in weights.items()
+            if k.startswith("mmdit.") and "adaLN_modulation" in k
+        ]
+
+    def to_images(self, latents: mx.array) -> np.ndarray:
+        return latents_to_images(np.array(latents, dtype=np.float32))
+
+
+def build_tiny_shapes(weights_path: str | os.PathLike | None = None) -> TinyShapesHandle:
+    path = Path(weights_path) if weights_path else TINY_SHAPES_WEIGHTS
+    if not path.exists():
+        raise ModelError(
+            f"tiny-shapes weights not found at {path}: train them with "
+            "`train-tiny-shapes --output PATH`"
+        )
+    mmdit, conditioner = load_tiny_shapes(path)
+    return TinyShapesHandle(
+        name="tiny-shapes",
+        mmdit=mmdit,
+        latent_shape=LATENT_SHAPE,
+        default_steps=DEFAULT_STEPS,
+        default_cfg=DEFAULT_CFG,
+        shift=1.0,
+        default_prompts=prompt_set(8, seed=0),
+        weights_id=file_id(path),
+        conditioner=conditioner,
+        weights_path=path,
+    )
+
+
+def generate_batched(
+    handle: ModelHandle,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    num_steps: int | None = None,
+    cfg: float | None = None,
+    batch: int = 64,
+) -> np.ndarray:
+    """uint8 images of (prompt, seed) pairs, sampled `batch` prompts at a time."""
+    num_steps = num_steps or handle.default_steps
+    cfg = handle.default_cfg if cfg is None else cfg
+    sigmas = handle.sigmas(num_steps)
+    images = []
+    for start in range(0, len(prompts), batch):
+        chunk = list(prompts[start : start + batch])
+        noise = mx.concatenate(
+            [initial_noise(s, handle.latent_shape) for s in seeds[start : start + batch]]
+        )
+        latents = sample_euler(handle, handle.encode(chunk), noise, sigmas, cfg)
+        images.append(handle.to_images(latents))
+    return np.concatenate(images)
+
+
+def measure_adherence(
+    handle: ModelHandle,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    num_steps: int | None = None,
+    cfg: float | None = None,
+) -> tuple[AdherenceReport, list[PromptScore], np.ndarray]:
+    images = generate_batched(handle, prompts, seeds, num_steps, cfg)
+    report, scores = evaluate_adherence(prompts, images)
+    return report, scores, images

@@ -55,6 +55,19 @@ def test_paired_difference_of_a_constant_ratio_is_exact():
         assert end == pytest.approx(10 * math.log10(2), abs=1e-12)
 
 
+def test_samples_equal_to_fp_give_infinite_bounds_not_nan():
+    # {0, 0, 4}: a resample of only zero MSEs has an infinite PSNR (p 8/27); the upper bound
+    # is infinite and the lower that of all-4 resamples (p 1/27 > 2.5 %), never nan
+    interval = psnr_interval([0.0, 0.0, 4.0])
+    assert math.isinf(interval.high)
+    assert interval.low == pytest.approx(10 * math.log10(255**2 / 4))
+    # two variants both exact on a resample agree there (0 dB), not nan
+    same = paired_difference([0.0, 0.0, 4.0], [0.0, 0.0, 4.0])
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
+    better = paired_difference([0.0, 0.0, 1.0], [0.0, 0.0, 4.0])
+    assert better.low == 0.0 and not math.isnan(better.high)
+
+
 def test_a_claim_is_met_only_when_the_interval_excludes_the_margin():
     per_sample = {
         "A": {"mse": [1.0, 1.0], "correct": [1, 1]},

@@ -42,7 +42,10 @@ def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> np
 
 def _interval(value: float, draws: np.ndarray) -> Interval:
     tail = (1 - LEVEL) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
+    # A resample whose samples all equal FP has an infinite PSNR; linear interpolation next to
+    # it computes inf - inf = nan, so with infinite draws the percentiles take the nearest draw.
+    method = "linear" if np.isfinite(draws).all() else "nearest"
+    low, high = np.percentile(draws, [tail, 100 - tail], method=method)
     return Interval(float(value), float(low), float(high))
 
 
@@ -60,6 +63,12 @@ def psnr_interval(sample_mse, seed: int = SEED) -> Interval:
     return _interval(float(psnr_db(sample_mse.mean())), draws)
 
 
+def _psnr_gap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`a - b` in dB, 0 where both equal FP exactly (both infinite: the variants agree)."""
+    both_exact = np.isinf(a) & np.isinf(b)
+    return np.where(both_exact, 0.0, np.asarray(a) - np.where(both_exact, 0.0, b))
+
+
 def paired_difference(a, b, metric: str = "psnr", seed: int = SEED) -> Interval:
     """`metric(A) - metric(B)` on the same samples; `a`, `b` per-sample MSEs (psnr) or values.
 
@@ -70,8 +79,8 @@ def paired_difference(a, b, metric: str = "psnr", seed: int = SEED) -> Interval:
         raise ValueError(f"paired samples differ in number: {a.shape} vs {b.shape}")
     index = resample_indices(len(a), seed=seed)
     if metric == "psnr":
-        value = float(psnr_db(a.mean()) - psnr_db(b.mean()))
-        draws = psnr_db(a[index].mean(axis=1)) - psnr_db(b[index].mean(axis=1))
+        value = float(_psnr_gap(psnr_db(a.mean()), psnr_db(b.mean())))
+        draws = _psnr_gap(psnr_db(a[index].mean(axis=1)), psnr_db(b[index].mean(axis=1)))
     elif metric == "mean":
         value, draws = float(a.mean() - b.mean()), a[index].mean(axis=1) - b[index].mean(axis=1)
     else:

@@ -38,8 +38,9 @@ from taq_actstats.recipes import RECIPES  # noqa: E402
 from taq_adaround.optimize import optimize_blocks  # noqa: E402
 from taq_adaround.reconstruct import AdaRoundConfig  # noqa: E402
 from taq_io import Store, StoreError, config_hash  # noqa: E402
-from taq_pipeline.evaluate import EvalConfig, _psnr, _write_json, load_eval, render_variant  # noqa: E402
+from taq_pipeline.evaluate import EvalConfig, _write_json, load_eval, render_variant  # noqa: E402
 from taq_pipeline.seeds import SPLITS, seed_split  # noqa: E402
+from taq_shapes.fidelity import psnr_from_mse  # noqa: E402
 
 SWEEP_VERSION = 1
 WEIGHT_GROUPS = ("calib", "blockio")
@@ -231,7 +232,7 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
             act_bits = float(store.require_group("quant_config").read("bits").mean())
         row = {
             **asdict(point),
-            "psnr_db": _psnr(mse),
+            "psnr_db": psnr_from_mse(mse),
             "mse": mse,
             "accuracy": accuracy,
             "act_bits_measured": act_bits,

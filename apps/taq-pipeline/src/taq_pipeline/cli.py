@@ -35,9 +35,8 @@ from taq_pipeline.sweep import SweepConfig, run_sweep, sweep_dir
 from taq_run.calib import require_calib
 from taq_run.runs import open_run
 from taq_runtime.cli import (
-    ArgumentParser,
     UsageError,
-    add_version_flag,
+    command_parser,
     config_from_flags,
     run_cli,
     writable_dir,
@@ -296,9 +295,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="taq", description=__doc__)
-    add_version_flag(parser, "taq-pipeline")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("taq", "taq-pipeline", __doc__)
     run = sub.add_parser("run", help="calib -> adaround + actstats -> evaluation -> report")
     _add_run_flags(run)
     run.set_defaults(func=_run)

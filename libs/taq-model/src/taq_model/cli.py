@@ -8,13 +8,7 @@ import math
 from pathlib import Path
 
 from taq_model.presets import DEFAULT_PRESET, PRESETS, load_preset
-from taq_runtime.cli import (
-    ArgumentParser,
-    UsageError,
-    add_version_flag,
-    run_cli,
-    writable_dir,
-)
+from taq_runtime.cli import UsageError, command_parser, run_cli, writable_dir
 from taq_runtime.doctor import environment_report
 from taq_runtime.png import image_grid, save_png, upscale_for
 
@@ -50,9 +44,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="taq-model", description=__doc__)
-    add_version_flag(parser, "taq-model")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("taq-model", "taq-model", __doc__)
     doctor = sub.add_parser("doctor", help="MLX version, device, BLAS and GEMM rate")
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.set_defaults(func=_doctor)

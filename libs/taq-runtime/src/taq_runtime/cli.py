@@ -49,6 +49,16 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
+def command_parser(
+    prog: str, distribution: str, description: str | None
+) -> tuple[ArgumentParser, argparse._SubParsersAction]:
+    """A command with subcommands: the parser (one-line errors, `--version` from
+    `distribution`'s metadata) and the subparsers to add them to (one is required)."""
+    parser = ArgumentParser(prog=prog, description=description)
+    add_version_flag(parser, distribution)
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
 def run_cli(main: Callable[[], int | None], user_errors: Iterable[type[BaseException]] = ()) -> int:
     """Run `main`, turning user errors into `error: ...` and exit code 2 (no traceback)."""
     configure_logging()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from taq_runtime.cli import ArgumentParser, add_version_flag
+from taq_runtime.cli import ArgumentParser, command_parser
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="taq-tiny", description=__doc__)
-    add_version_flag(parser, "taq-tiny")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("taq-tiny", "taq-tiny", __doc__)
     sub.add_parser("train-tiny-digits", help="train the tiny-digits weights (see its --help)")
     return parser
 

@@ -20,19 +20,11 @@ from taq_actstats.recipes import RECIPE_DEFAULTS, RECIPES
 from taq_actstats.tiers import RULES, TierRule
 from taq_io import MISSING, Store, StoreError
 from taq_run.runs import open_run
-from taq_runtime.cli import (
-    ArgumentParser,
-    UsageError,
-    add_version_flag,
-    run_cli,
-    writable_dir,
-)
+from taq_runtime.cli import UsageError, command_parser, run_cli, writable_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="taq-actstats", description=__doc__)
-    add_version_flag(parser, "taq-actstats")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("taq-actstats", "taq-actstats", __doc__)
     collect = sub.add_parser("collect", help="per layer x timestep x channel statistics")
     collect.add_argument("--store", type=Path, required=True)
     collect.add_argument("--num-images", type=int, default=None)

@@ -13,13 +13,7 @@ from taq_adaround.reconstruct import AdaRoundConfig
 from taq_io import MISSING, StoreError
 from taq_model.taxonomy import block_names
 from taq_run.runs import open_run
-from taq_runtime.cli import (
-    ArgumentParser,
-    UsageError,
-    add_version_flag,
-    config_from_flags,
-    run_cli,
-)
+from taq_runtime.cli import UsageError, command_parser, config_from_flags, run_cli
 
 
 def _blocks(text: str | None) -> tuple[str, ...] | None:
@@ -39,9 +33,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="taq-adaround", description=__doc__)
-    add_version_flag(parser, "taq-adaround")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("taq-adaround", "taq-adaround", __doc__)
     cache = sub.add_parser("cache", help="record every block's FP inputs/outputs")
     _common(cache)
     cache.add_argument("--num-images", type=int, default=None, help="default: all calib images")

@@ -41,7 +41,7 @@ from taq_actstats.smoothquant import (
 )
 from taq_actstats.temporal import temporal_arrays, write_temporal
 from taq_actstats.tiers import TierRule, assign_bits, grid_scale
-from taq_io import GROUPS, StageGroup, Store
+from taq_io import GROUPS, MISSING, StageGroup, Store
 from taq_model.presets import ModelHandle
 from taq_model.taxonomy import get_layer
 from taq_quant import check_exportable
@@ -160,7 +160,7 @@ def static_ranges(store: Store, names: list[str]) -> tuple[np.ndarray, str | Non
     identity; all NaN and None when the store has no `weights/adaround` with activation scales.
     """
     ranges = np.full(len(names), np.nan)
-    if not any(g.path == "weights/adaround" for g in store.groups()):
+    if store.state("weights", "adaround").state == MISSING:
         return ranges, None
     group = require_weights(store, "adaround")
     bits_a = int(group.meta.config.get("bits_a", 0))

@@ -17,7 +17,7 @@ import numpy as np
 
 from taq_infer.activations import ActivationQuant
 from taq_infer.model import ActivationPlan, InferenceError, WeightSet
-from taq_io import StageGroup, StaleGroupError, Store
+from taq_io import MISSING, StageGroup, StaleGroupError, Store
 from taq_io.schema import LAYER_ROLES, role_key
 from taq_run.weights import require_weights
 
@@ -26,8 +26,8 @@ _ROLE_PATH = {role_key(role): role for role in LAYER_ROLES}  # `fc2` -> `mlp.fc2
 
 
 def has_quant_config(store: Store) -> bool:
-    """Whether the store holds a `quant_config` group (complete or not)."""
-    return any(group.spec.kind == "quant_config" for group in store.groups())
+    """Whether the store holds a `quant_config` group (complete or not: `Store.state`)."""
+    return store.state("quant_config").state != MISSING
 
 
 def _require(store: Store, kind: str, name: str | None, allow_stale: bool) -> StageGroup:

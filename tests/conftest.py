@@ -2,9 +2,6 @@ import shutil
 import time
 from pathlib import Path
 
-from taq_model.presets import load_preset
-from taq_model.testing import tiny_random_handle
-
 import pytest
 
 from taq_actstats.analyze import AnalyzeConfig, analyze_stats
@@ -15,15 +12,11 @@ from taq_adaround.reconstruct import AdaRoundConfig
 from taq_calib import CalibConfig, calibrate
 from taq_infer.checkpoint import ExportConfig, export_checkpoint
 from taq_io import Store
+from taq_model.presets import load_preset
 from taq_pipeline.testing import MINIMAL, taq
 
 FLUX = "flux-schnell-tiny"
 FLUX_STEPS = 4  # FLUX.1-schnell's own: no CFG
-
-
-@pytest.fixture(scope="session")
-def random_handle():
-    return tiny_random_handle(seed=1)
 
 
 @pytest.fixture(scope="session")

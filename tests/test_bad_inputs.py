@@ -12,9 +12,6 @@ import os
 import shutil
 from pathlib import Path
 
-from taq_model.cli import build_parser as model_parser
-from taq_model.cli import main as model
-
 import numpy as np
 import pytest
 
@@ -27,6 +24,8 @@ from taq_calib.cli import main as calib
 from taq_infer.cli import build_parser as infer_parser
 from taq_infer.cli import main as infer
 from taq_io.lock import LOCK_FILE
+from taq_model.cli import build_parser as model_parser
+from taq_model.cli import main as model
 from taq_pipeline.cli import build_parser as taq_parser
 from taq_pipeline.cli import main as taq
 
@@ -184,6 +183,7 @@ CASES = {
             ("outlier-ratio", "0", "--outlier-ratio must be a finite number > 0"),
             ("range-margin", "0.5", "--range-margin 0.5 clips"),
             ("smooth-alpha", "2", "--smooth-alpha must be in 0..1"),
+            ("smooth-alpha", "2", "--smooth-alpha must be in 0..1"),
             ("bits-w", "7", "--bits-w 7 is not supported"),
             ("group-size", "48", "--group-size 48 is not supported"),
             ("store", "NEW", "no taq store"),
@@ -293,6 +293,10 @@ CASES = {
             ("bits-w", "7", "--bits-w 7 is not supported"),
             ("bits-a", "9", "--bits-a must be 0 (off) or 2..8"),
             ("group-size", "48", "--group-size 48 is not supported"),
+            ("scale-method", "max", "--scale-method 'max' is unknown"),
+            ("lr", "0", "--lr must be finite and > 0"),
+            ("lr-act", "-1", "--lr-act must be finite and >= 0"),
+            ("reg-weight", "nan", "--reg-weight must be finite and >= 0"),
             ("rule", "paper", "--rule 'paper' is unknown"),
             ("target-db", "-1", "--target-db must be a finite number > 0"),
             ("gelu-a4", "nan", "--gelu-a4 must be a finite number > 0"),
@@ -300,6 +304,7 @@ CASES = {
             ("other-a4", "-2", "--other-a4 must be a finite number > 0"),
             ("other-a6", "inf", "--other-a6 must be a finite number > 0"),
             ("range-margin", "0.5", "--range-margin 0.5 clips"),
+            ("smooth-alpha", "2", "--smooth-alpha must be in 0..1"),
             ("eval-samples", "0", "--eval-samples must be at least 1"),
             ("seed", "-1", "--seed must be"),
             ("model", "sd9", "unknown model preset"),
@@ -394,6 +399,8 @@ ACCEPTED = {
     "taq-adaround optimize --no-compile": "a switch: any value is valid",
     "taq-adaround optimize --bias-correction": "a switch: any value is valid",
     "taq-actstats analyze --no-static-cap": "a switch: any value is valid",
+    "taq run --bias-correction": "a switch: any value is valid",
+    "taq run --static-cap": "a switch: any value is valid",
     "taq-actstats collect --local-ckpt": "a path read only for the real-weight presets",
     "taq-actstats analyze --local-ckpt": "a path read only for the real-weight presets",
     "taq-actstats plot --quant-config": "a switch (its missing group: `taq-actstats analyze`)",

@@ -1,13 +1,12 @@
 """Contract between taq-calib and every later stage: replaying the calib group's latents
 through `forward_calibration` sees exactly what the sampler saw."""
 
-from taq_model.runs import forward_calibration
-
 import mlx.core as mx
 import numpy as np
 
 from taq_calib import CalibConfig, calibrate
 from taq_io import Store
+from taq_run.runs import forward_calibration
 
 
 def test_replayed_outputs_reproduce_the_stored_trajectory(random_handle, tmp_path):

@@ -9,9 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from taq_model.presets import load_preset
-from taq_model.testing import tiny_random_handle
-
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -32,6 +29,8 @@ from taq_infer.checkpoint import (
     projected_nbytes,
 )
 from taq_io import Store
+from taq_model.presets import load_preset
+from taq_model.testing import tiny_random_handle
 from taq_pipeline import cli as taq_cli
 
 STEPS = 4

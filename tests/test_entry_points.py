@@ -17,6 +17,9 @@ ENTRY_POINTS = {
     "taq-infer": "taq-infer",
     "taq-bench": "taq-bench",
     "taq-model": "taq-model",
+    "taq-tiny": "taq-tiny",
+    "taq-shapes": "taq-shapes",
+    "train-tiny-shapes": "taq-shapes",
 }
 
 

@@ -3,9 +3,6 @@ the mm path's equivalence checks: every stage covers the unified layers, the pac
 samples like a reference holding the dequantized weights, and the exported checkpoint
 reproduces the store's samples bit for bit."""
 
-from taq_model.presets import load_preset
-from taq_model.taxonomy import quantizable_layers
-
 import numpy as np
 import pytest
 from mlx.utils import tree_unflatten
@@ -17,6 +14,8 @@ from taq_infer.artifacts import read_weight_set
 from taq_infer.checkpoint import load_checkpoint
 from taq_infer.packed import DequantizedLinear
 from taq_infer.testing import relative_error
+from taq_model.presets import load_preset
+from taq_model.taxonomy import quantizable_layers
 from taq_pipeline import cli as taq_cli
 
 FLUX, FLUX_STEPS = "flux-schnell-tiny", 4  # the `flux_store` fixture's model and steps

@@ -127,7 +127,7 @@ def test_killed_run_finishes_with_the_same_numbers(finished, tmp_path, marker):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("--iters", "0"), "--iters must be at least 1"),
+        (("--iters", "0"), "--iters must be at least 1, got 0"),
         (("--range-margin", "0.5"), "--range-margin 0.5 clips the calibration range: use >= 1"),
         (("--rule", "paper"), "--rule 'paper' is unknown: pick one of sqnr, absolute"),
     ],

@@ -1,9 +1,6 @@
 """tiny-digits from calibration to packed W4 inference through a real store: the packed
 model samples exactly like a reference holding the dequantized AdaRound weights."""
 
-from taq_model.presets import load_preset
-from taq_model.taxonomy import quantizable_layers
-
 import numpy as np
 import pytest
 from mlx.utils import tree_unflatten
@@ -19,6 +16,8 @@ from taq_infer.artifacts import read_weight_set
 from taq_infer.packed import DequantizedLinear
 from taq_infer.testing import relative_error
 from taq_io import Store
+from taq_model.presets import load_preset
+from taq_model.taxonomy import quantizable_layers
 
 STEPS = 4
 

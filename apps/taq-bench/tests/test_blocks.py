@@ -3,11 +3,10 @@
 import subprocess
 import sys
 
-from taq_model.families import tiny_family_config
-
 import pytest
 
 from taq_bench.blocks import SHAPES, bench_block, project_models
+from taq_model.families import tiny_family_config
 
 
 @pytest.fixture(scope="module")

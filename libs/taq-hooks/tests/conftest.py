@@ -1,11 +1,10 @@
 from dataclasses import dataclass
 
-import taq_model  # noqa: F401  (loads an optimised BLAS before MLX)
-from taq_model.compat import import_diffusionkit
-
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
+
+from taq_model.testing import tiny_config
 
 TIMESTEPS = (1000.0, 500.0)
 
@@ -25,24 +24,10 @@ class TinyRun:
 
 
 def make_run(batch: int = 1, depth_unified: int = 0, seed: int = 0) -> TinyRun:
-    import_diffusionkit()
-    from diffusionkit.mlx.config import MMDiTConfig
+    config = tiny_config(latent_channels=1, depth_unified=depth_unified)  # stubs torch first
     from diffusionkit.mlx.mmdit import MMDiT
 
     mx.random.seed(seed)
-    config = MMDiTConfig(
-        num_heads=2,
-        depth_multimodal=2,
-        depth_unified=depth_unified,
-        hidden_size_override=64,
-        max_latent_resolution=16,
-        vae_latent_dim=1,
-        pooled_text_embed_dim=32,
-        token_level_text_embed_dim=32,
-        dtype=mx.float32,
-        float16_dtype=mx.float32,
-        low_memory_mode=False,
-    )
     mmdit = MMDiT(config)
     key = mx.random.key(seed + 1)
     k1, k2, k3 = mx.random.split(key, 3)

@@ -1,10 +1,9 @@
-from taq_model.taxonomy import get_block
-
 import mlx.core as mx
 import pytest
 from mlx.utils import tree_flatten
 
 from taq_hooks import hook_blocks, hook_layers, hooked_by, replay_block
+from taq_model.taxonomy import get_block
 
 
 def _keys(module):

@@ -1,10 +1,9 @@
-from taq_model.taxonomy import get_layer, quantizable_layers
-
 import mlx.core as mx
 import pytest
 from mlx.utils import tree_flatten
 
 from taq_hooks import hook_blocks, hook_layers, hooked_by
+from taq_model.taxonomy import get_layer, quantizable_layers
 
 
 def _keys(module):

@@ -141,7 +141,7 @@ def test_same_config_resumes_the_existing_group(store: Store) -> None:
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        ({"config": {**calib_writer.CONFIG, "cfg": 5.0}}, "was made with config"),
+        ({"config": {**calib_writer.CONFIG, "cfg": 5.0}}, "was made with cfg=3.0 (now 5.0)"),
         ({"inputs": {"checkpoint": "ffff"}}, "was made from inputs"),
         ({"sizes": {**calib_writer.SIZES, "H": 8}}, "has sizes"),
     ],

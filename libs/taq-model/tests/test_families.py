@@ -4,6 +4,9 @@ code path on tiny random configs of the same family against DiffusionKit's own s
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from taq_model.compat import import_diffusionkit
 from taq_model.families import (
     FAMILIES,
@@ -18,9 +21,6 @@ from taq_model.presets import ModelError, load_preset
 from taq_model.sampling import flux_sigma_schedule
 from taq_model.taxonomy import block_names, quantizable_layers
 from taq_model.testing import diffusionkit_trajectory
-
-import numpy as np
-import pytest
 
 REAL = ["sd3.5-large", "flux-schnell"]
 

@@ -1,9 +1,9 @@
 """SD3 conditioning and size: `--t5/--no-t5`, `--height/--width`; how stores name them."""
 
+import pytest
+
 from taq_model.options import ModelOptions, OptionsError, parse_spec
 from taq_model.presets import ModelError, load_preset
-
-import pytest
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,10 @@
-import subprocess
+import json
 import sys
+
+import pytest
 
 from taq_model.presets import ModelError, load_preset
 from taq_model.taxonomy import block_names, get_layer, quantizable_layers
-
-import pytest
 
 
 def test_unknown_preset_lists_valid_ones():
@@ -43,25 +43,17 @@ def test_taxonomy_names_every_quantizable_linear(random_handle):
     assert all(r.is_post_gelu for r in fc2)
 
 
-def run_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "taq_model", *args], capture_output=True, text=True
-    )
-
-
-def test_doctor_reports_blas_and_gemm_rate():
-    out = run_cli("doctor", "--json")
+def test_doctor_reports_blas_and_gemm_rate(run_command):
+    out = run_command("taq_model", "doctor", "--json")
     assert out.returncode == 0, out.stderr
-    import json
-
     report = json.loads(out.stdout)
     assert report["gemm_gflops"] > 0
     if sys.platform == "linux":
         assert report["blas"] == "openblas", "install libopenblas0-pthread (see README)"
 
 
-def test_cli_bad_preset_exits_2_with_one_line():
-    out = run_cli("sample", "--model", "sd4", "--output", "/tmp/x.png")
+def test_cli_bad_preset_exits_2_with_one_line(run_command, tmp_path):
+    out = run_command("taq_model", "sample", "--model", "sd4", "--output", tmp_path / "x.png")
     assert out.returncode == 2
     expected = "error: unknown model preset 'sd4': choose one of tiny-digits, sd3-medium-random, "
     expected += "sd3-medium, sd3.5-large, flux-schnell, sd3.5-large-tiny, flux-schnell-tiny"

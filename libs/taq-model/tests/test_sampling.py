@@ -1,12 +1,12 @@
 """Our sampler against DiffusionKit's own `sample_euler`, prompt after prompt."""
 
-from taq_model.compat import import_diffusionkit
-from taq_model.sampling import initial_noise, sample_euler, sigma_schedule
-from taq_model.testing import diffusionkit_trajectory
-
 import mlx.core as mx
 import numpy as np
 import pytest
+
+from taq_model.compat import import_diffusionkit
+from taq_model.sampling import initial_noise, sample_euler, sigma_schedule
+from taq_model.testing import diffusionkit_trajectory
 
 
 def bare_pipeline():

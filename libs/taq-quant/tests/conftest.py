@@ -1,5 +1,3 @@
-import taq_model  # noqa: F401  (loads an optimised BLAS before MLX)
-
 import mlx.core as mx
 import pytest
 

@@ -1,9 +1,8 @@
-from taq_model.presets import ModelError
-
 import mlx.core as mx
 import numpy as np
 import pytest
 
+from taq_model.presets import ModelError
 from taq_shapes.grammar import prompt_labels
 from taq_shapes.model import ShapesConditioner, images_to_latents, latents_to_images
 from taq_shapes.preset import build_tiny_shapes

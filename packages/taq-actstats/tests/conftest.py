@@ -1,24 +1,11 @@
-import os
 import shutil
-import subprocess
-import sys
-
-from taq_model.presets import load_preset
+from functools import partial
 
 import pytest
 
-from taq_calib import CalibConfig, calibrate
-from taq_io import Store
+from taq_runtime.testing import run_command
 
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TAQ_NO_PROGRESS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "taq_actstats", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+run_cli = partial(run_command, "taq_actstats")
 
 
 @pytest.fixture(scope="session")
@@ -26,22 +13,9 @@ def cli():
     return run_cli
 
 
-@pytest.fixture(scope="session")
-def digits():
-    return load_preset("tiny-digits")
-
-
-@pytest.fixture(scope="session")
-def calib_store(digits, tmp_path_factory):
-    path = tmp_path_factory.mktemp("calib") / "run.zarr"
-    store = Store.create(path, digits.identity)
-    config = CalibConfig("tiny-digits", ("digit 2", "digit 7"), num_images=3, num_steps=6, cfg=3.0)
-    calibrate(digits, store, config)
-    return path
-
-
 @pytest.fixture
 def store_copy(calib_store, tmp_path):
+    """A writable copy of the shared calib store (from taq-calib's pytest plugin)."""
     path = tmp_path / "run.zarr"
     shutil.copytree(calib_store, path)
     return path

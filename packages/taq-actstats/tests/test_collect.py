@@ -1,13 +1,12 @@
 """Collected statistics against a direct NumPy computation over the same activations."""
 
-from taq_model.runs import forward_calibration
-
 import numpy as np
 
 from taq_actstats.analyze import momentum_shift
 from taq_actstats.collect import CollectConfig, collect_stats, histogram
 from taq_hooks import hook_layers
 from taq_io import Store
+from taq_run.runs import forward_calibration
 
 LAYERS = "mm1.image.mlp.fc2,mm2.text.attn.q_proj"
 

@@ -1,23 +1,11 @@
-import os
-import subprocess
-import sys
-
-from taq_model.presets import load_preset
+import shutil
+from functools import partial
 
 import pytest
 
-from taq_calib import CalibConfig, calibrate
-from taq_io import Store
+from taq_runtime.testing import run_command
 
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TAQ_NO_PROGRESS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "taq_adaround", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+run_cli = partial(run_command, "taq_adaround")
 
 
 @pytest.fixture(scope="session")
@@ -26,27 +14,9 @@ def cli():
 
 
 @pytest.fixture(scope="session")
-def digits():
-    return load_preset("tiny-digits")
-
-
-@pytest.fixture(scope="session")
-def calib_store(digits, tmp_path_factory):
-    """tiny-digits calibration: two prompts, 3 images, 6 steps."""
-    path = tmp_path_factory.mktemp("calib") / "run.zarr"
-    store = Store.create(path, digits.identity)
-    config = CalibConfig(
-        model="tiny-digits", prompts=("digit 2", "digit 7"), num_images=3, num_steps=6, cfg=3.0
-    )
-    calibrate(digits, store, config)
-    return path
-
-
-@pytest.fixture(scope="session")
 def cached_store(calib_store, tmp_path_factory):
-    """A copy of the calib store with blockio for every block."""
-    import shutil
-
+    """A copy of the shared calib store (taq-calib's pytest plugin) with blockio for every
+    block."""
     path = tmp_path_factory.mktemp("cached") / "run.zarr"
     shutil.copytree(calib_store, path)
     out = run_cli("cache", "--store", path, "--stride", "2")

@@ -1,12 +1,11 @@
 """The block I/O cache: replaying a block reproduces what it produced during sampling."""
 
-from taq_model.runs import forward_calibration
-from taq_model.taxonomy import block_names, get_block
-
 import numpy as np
 
 from taq_hooks import hook_blocks, replay_block
 from taq_io import Store
+from taq_model.taxonomy import block_names, get_block
+from taq_run.runs import forward_calibration
 
 
 def test_replay_reproduces_every_block_with_two_prompts(digits, calib_store):

@@ -6,8 +6,6 @@ import subprocess
 import sys
 import time
 
-from taq_model.taxonomy import block_layers, block_streams, get_block, get_layer
-
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from taq_adaround.layers import install_adaround, restore_linears
 from taq_adaround.optimize import load_block_data
 from taq_adaround.reconstruct import AdaRoundConfig, adaround_block, make_train_step, set_mode
 from taq_io import Store
+from taq_model.taxonomy import block_layers, block_streams, get_block, get_layer
 from taq_quant import export_quantized_linear
 from taq_quant.quantizer import scaled_weight
 

@@ -2,10 +2,6 @@
 AdaRound reconstruction: the cache replays exactly, unified blocks are stored in the MM
 layout, and AdaRound beats RTN on every block kind."""
 
-from taq_model.presets import load_preset
-from taq_model.runs import forward_calibration
-from taq_model.taxonomy import block_streams, get_block
-
 import numpy as np
 import pytest
 
@@ -14,6 +10,9 @@ from taq_adaround.reconstruct import _forward, positional_encodings
 from taq_calib import CalibConfig, calibrate
 from taq_hooks import hook_blocks
 from taq_io import Store
+from taq_model.presets import load_preset
+from taq_model.taxonomy import block_streams, get_block
+from taq_run.runs import forward_calibration
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,10 @@
 """Calibration trajectories against DiffusionKit, and what the calib group holds."""
 
-from taq_model.testing import diffusionkit_trajectory
-
 import numpy as np
 
 from taq_calib import CalibConfig, calibrate
 from taq_io import Store
+from taq_model.testing import diffusionkit_trajectory
 
 
 def test_two_prompt_trajectories_equal_diffusionkit(random_handle, tmp_path):

@@ -1,11 +1,10 @@
 """Fixtures: tiny real MMDiTs; the MLX kernel choice reset around every test."""
 
-from taq_model.testing import tiny_random_handle
-
 import mlx.core as mx
 import pytest
 
 from taq_infer import PackedLinear
+from taq_model.testing import tiny_random_handle
 
 
 @pytest.fixture

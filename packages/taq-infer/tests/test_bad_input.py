@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-from taq_model.testing import tiny_random_handle
-
 import numpy as np
 import pytest
 
@@ -13,6 +11,7 @@ from taq_infer.cli import main
 from taq_infer.model import plan_rows
 from taq_infer.testing import STEPS, activation_plan, packed_weights
 from taq_io import ModelIdentity, Store
+from taq_model.testing import tiny_random_handle
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -60,10 +59,10 @@ def test_cli_refuses_with_one_line(tmp_path, args, needle):
 @pytest.fixture
 def tiny_store(tmp_path, monkeypatch):
     """A real store for a tiny random MMDiT, which the CLI builds as its preset."""
-    import taq_model.runs
+    import taq_run.runs
 
     handle = tiny_random_handle(seed=3)
-    monkeypatch.setattr(taq_model.runs, "load_preset", lambda *a, **k: tiny_random_handle(seed=3))
+    monkeypatch.setattr(taq_run.runs, "load_preset", lambda *a, **k: tiny_random_handle(seed=3))
     return Store.create(tmp_path / "run", handle.identity)
 
 
@@ -77,9 +76,9 @@ def test_store_without_weights_names_the_command(tiny_store, tmp_path, capsys):
 
 
 def test_store_of_another_model_is_refused(tmp_path, monkeypatch, capsys):
-    import taq_model.runs
+    import taq_run.runs
 
-    monkeypatch.setattr(taq_model.runs, "load_preset", lambda *a, **k: tiny_random_handle(seed=3))
+    monkeypatch.setattr(taq_run.runs, "load_preset", lambda *a, **k: tiny_random_handle(seed=3))
     Store.create(tmp_path / "run", ModelIdentity("tiny-random", "0123456789abcdef"))
     code = main(
         ["--store", str(tmp_path / "run"), "--prompt", "a", "--output", str(tmp_path / "o.png")]

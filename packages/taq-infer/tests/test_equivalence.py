@@ -1,20 +1,19 @@
 """Packed W4 sampling equals sampling with the dequantized weights, act quant off and on."""
 
-from taq_model.testing import tiny_random_handle
-
 import mlx.core as mx
 import pytest
 
 from taq_infer import PackedLinear, load_weight_set
 from taq_infer.packed import DequantizedLinear
 from taq_infer.testing import STEPS, activation_plan, packed_weights, relative_error
+from taq_model.testing import tiny_random_handle
 
 
 def _reference(model):
     """Swap every PackedLinear for a float32 nn.Linear holding its dequantized weight."""
-    from taq_model.taxonomy import quantizable_layers
-
     from mlx.utils import tree_unflatten
+
+    from taq_model.taxonomy import quantizable_layers
 
     refs = {r.name: r for r in quantizable_layers(model.handle.mmdit)}
     model.handle.mmdit.update_modules(

@@ -1,14 +1,13 @@
 """The packed layer holds only packed codes, is frozen, and matches the exported grid."""
 
-from taq_model.taxonomy import get_module, quantizable_layers
-from taq_model.testing import tiny_random_handle
-
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from taq_infer import PackedLinear, load_weight_set, model_bytes, rtn_weight_set
 from taq_infer.testing import packed_weights
+from taq_model.taxonomy import get_module, quantizable_layers
+from taq_model.testing import tiny_random_handle
 from taq_quant import dequantize_linear_weight
 
 

@@ -1,5 +1,13 @@
+"""`taq-bench` and `python -m taq_bench`: the optimised BLAS first, then the command."""
+
 import sys
 
-from taq_bench.cli import main
+from taq_runtime.launcher import launch
 
-sys.exit(main())
+
+def main() -> int:
+    return launch("taq_bench.cli:main")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

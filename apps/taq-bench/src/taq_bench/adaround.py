@@ -11,15 +11,14 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from taq_model.presets import build_random
-from taq_model.taxonomy import block_layers, block_streams, get_block
-from taq_model.testing import tiny_config
-
 import mlx.core as mx
 import numpy as np
 
 from taq_adaround.layers import install_adaround
 from taq_adaround.reconstruct import AdaRoundConfig, BlockData, make_train_step
+from taq_model.presets import build_random
+from taq_model.taxonomy import block_layers, block_streams, get_block
+from taq_model.testing import tiny_config
 
 
 @dataclass(frozen=True)

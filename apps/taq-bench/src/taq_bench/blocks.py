@@ -26,17 +26,16 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
-from taq_model.compat import import_diffusionkit
-from taq_model.families import family_config
-from taq_model.presets import sd3_config
-from taq_model.taxonomy import LAYER_ROLES, PRE_ATTENTION_ROLES, STREAM_ATTR, get_module
-
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from taq_infer.bench import measured_bytes
 from taq_infer.packed import PackedLinear
+from taq_model.compat import import_diffusionkit
+from taq_model.families import family_config
+from taq_model.presets import sd3_config
+from taq_model.taxonomy import LAYER_ROLES, PRE_ATTENTION_ROLES, STREAM_ATTR, get_module
 
 MODULATION = "adaLN_modulation"
 BLOCK_PREFIXES = ("multimodal_transformer_blocks", "unified_transformer_blocks")

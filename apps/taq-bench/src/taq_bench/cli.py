@@ -6,14 +6,13 @@ import argparse
 import json
 import sys
 
-from taq_model.blas import blas_info
-from taq_model.cli_support import add_version_flag, run_cli
-
 import mlx.core as mx
 
 from taq_bench import blocks
 from taq_bench.adaround import SHAPES, bench_adaround, lines
 from taq_bench.suite import bench_blas, bench_infer, bench_storage
+from taq_runtime.blas import blas_info
+from taq_runtime.cli import add_version_flag, run_cli
 
 
 def _adaround(args: argparse.Namespace) -> int:

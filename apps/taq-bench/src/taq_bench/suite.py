@@ -22,18 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from taq_model.presets import load_preset
-
 import numpy as np
 
 from taq_adaround.blockio import CacheConfig, cache_block_io
 from taq_calib import CalibConfig, calibrate
 from taq_infer.bench import bench_preset
 from taq_io import Store
+from taq_model.presets import load_preset
 
 GEMM = (
-    "import taq_model, json; from taq_model.doctor import measure_gemm_gflops; "
-    "from taq_model.blas import blas_info; "
+    "import json; from taq_runtime.blas import blas_info, load_optimised_blas; "
+    "load_optimised_blas(); from taq_runtime.doctor import measure_gemm_gflops; "
     "print(json.dumps([blas_info().name, measure_gemm_gflops()]))"
 )
 

@@ -1,5 +1,13 @@
+"""`taq` and `python -m taq_pipeline`: the optimised BLAS first, then the command."""
+
 import sys
 
-from taq_pipeline.cli import main
+from taq_runtime.launcher import launch
 
-sys.exit(main())
+
+def main() -> int:
+    return launch("taq_pipeline.cli:main")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,21 +13,11 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from taq_model.cli_support import (
-    ArgumentParser,
-    UsageError,
-    add_version_flag,
-    run_cli,
-    writable_dir,
-)
-from taq_model.doctor import environment_report
-from taq_model.runs import open_run
-
 from taq_infer import InferenceError
 from taq_infer.artifacts import WEIGHT_METHODS
 from taq_infer.checkpoint import ExportConfig, export_checkpoint
 from taq_infer.loading import SCALE_DTYPES
-from taq_io import STALE, Store, StoreError, describe
+from taq_io import Store, StoreError, describe
 from taq_io.integrity import verify_group
 from taq_pipeline.evaluate import (
     CLAIMS,
@@ -42,6 +32,16 @@ from taq_pipeline.pipeline import RunConfig, report_dir, run_stages
 from taq_pipeline.report import NOTE, write_report
 from taq_pipeline.seeds import SPLITS, seed_split
 from taq_pipeline.sweep import SweepConfig, run_sweep, sweep_dir
+from taq_run.calib import require_calib
+from taq_run.runs import open_run
+from taq_runtime.cli import (
+    UsageError,
+    command_parser,
+    config_from_flags,
+    run_cli,
+    writable_dir,
+)
+from taq_runtime.doctor import environment_report
 
 EVAL_FILE = "eval.json"
 HELP = {
@@ -61,6 +61,11 @@ HELP = {
     "bits_w": "weight bits (2-8)",
     "bits_a": "static activation bits learned with AdaRound (0: none)",
     "group_size": "weight quantization group size",
+    "scale_method": "AdaRound: initial weight grid, minmax or mse",
+    "lr": "AdaRound: learning rate of the rounding variables",
+    "lr_act": "AdaRound: learning rate of the activation scales",
+    "reg_weight": "AdaRound: weight of the rounding regulariser",
+    "bias_correction": "AdaRound: Adam with bias correction (PyTorch's, the reference's)",
     "rule": "activation tier rule: sqnr (scale-free) or absolute (TaQ-DiT's thresholds)",
     "target_db": "sqnr rule: fewest bits keeping the estimated quantization SNR >= this",
     "gelu_a4": "absolute rule: post-GELU (fc2) input absmax below this -> A4",
@@ -68,6 +73,8 @@ HELP = {
     "other_a4": "absolute rule: other layers' input absmax below this -> A4",
     "other_a6": "absolute rule: other layers' input absmax below this -> A6, else A8",
     "range_margin": "activation grids cover this x the calibration maximum (>= 1)",
+    "smooth_alpha": "SmoothQuant migration strength (0..1)",
+    "static_cap": "cap each step's activation grid at AdaRound's learned static range",
     "eval_samples": "evaluation samples per variant (fixed prompts and seeds)",
     "eval_split": "evaluation seeds: heldout (no default was tuned on them) or tuning",
     "seed": "seed of calibration, AdaRound and evaluation",
@@ -80,7 +87,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         flag, text = f"--{item.name.replace('_', '-')}", HELP[item.name]
         if item.type == "bool":
             toggle = argparse.BooleanOptionalAction
-            parser.add_argument(flag, action=toggle, default=False, help=text)
+            parser.add_argument(flag, action=toggle, default=item.default, help=text)
             continue
         kind = {"int | None": int, "float | None": float, "str | None": str}.get(
             str(item.type), type(item.default)
@@ -89,7 +96,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
-    config = RunConfig(**{f.name: getattr(args, f.name) for f in fields(RunConfig)})
+    config = config_from_flags(RunConfig, args)
     try:
         config.validate()  # every stage's flags, before the first stage starts
         seed_split(config.seed, config.num_images, config.eval_split, config.eval_samples)
@@ -99,7 +106,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
 
 
 def _eval_config(store: Store, samples: int, split: str, local_ckpt: str | None) -> EvalConfig:
-    calib = store.require_group("calib").meta.config  # evaluate on the calibrated schedule
+    calib = require_calib(store).meta.config  # evaluate on the calibrated schedule
     return EvalConfig(
         store.model.preset,
         samples,
@@ -201,15 +208,10 @@ def store_health(path: str, verify: bool = False) -> list[str]:
     lines = [f"{status.path}: schema {status.schema_version}, model {status.model}"]
     bad = 0
     for group in status.groups:
-        text = str(group)
-        kind, _, name = group.path.partition("/")
-        found = store.state(kind, name or None)
-        if found.state == STALE:
-            state = "complete" if group.complete else "partial"
-            text = text.replace(state, "STALE", 1) + f" ({found.detail})"
-        lines.append(f"  {text}")
+        lines.append(f"  {group}")  # its state from `Store.state`, as every stage decides it
         if verify:
-            problems = verify_group(found.group)
+            kind, _, name = group.path.partition("/")
+            problems = verify_group(store.state(kind, name or None).group)
             bad += len(problems)
             lines += [f"    BAD: {problem}" for problem in problems]
     if not status.groups:
@@ -241,14 +243,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     writable_dir(Path(args.output).parent, "--output's directory")
-    config = ExportConfig(
-        store=args.store,
-        output=args.output,
-        weights=args.weights,
-        dtype=args.dtype,
-        modulation_bits=args.modulation_bits,
-        local_ckpt=args.local_ckpt,
-    )
+    config = config_from_flags(ExportConfig, args)
     summary = export_checkpoint(config)
     print(
         f"wrote {summary.output}: {summary.nbytes} bytes, {100 * summary.ratio:.1f} % of the "
@@ -300,9 +295,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="taq", description=__doc__)
-    add_version_flag(parser, "taq-pipeline")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("taq", "taq-pipeline", __doc__)
     run = sub.add_parser("run", help="calib -> adaround + actstats -> evaluation -> report")
     _add_run_flags(run)
     run.set_defaults(func=_run)

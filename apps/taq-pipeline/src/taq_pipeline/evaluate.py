@@ -23,19 +23,20 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from taq_model import digit_classifier
-from taq_model.cli_support import progress
-from taq_model.digits import load_digit_images
-from taq_model.presets import load_preset
-from taq_model.taxonomy import get_module, quantizable_layers
-
 import numpy as np
 
 from taq_infer import load_quantized
 from taq_io import Store, StoreError, config_hash
+from taq_model.presets import load_preset
+from taq_model.taxonomy import get_module, quantizable_layers
 from taq_pipeline.intervals import Claim
 from taq_pipeline.seeds import seed_split
+from taq_run.calib import require_calib
+from taq_run.weights import require_weights
+from taq_runtime.cli import progress
 from taq_shapes.fidelity import psnr_from_mse
+from taq_tiny import classifier as digit_classifier
+from taq_tiny.data import load_digit_images
 
 VARIANTS = (
     ("FP", None),
@@ -106,7 +107,7 @@ def _act_bits(store: Store, options: dict | None) -> float | None:
     if not options or options["act"] == "none":
         return None
     if options["act"] == "static":
-        return float(store.require_group("weights", "adaround").meta.config["bits_a"])
+        return float(require_weights(store, "adaround").meta.config["bits_a"])
     table = "sq_bits" if options.get("smoothquant") else "bits"
     return float(store.require_group("quant_config").read(table).mean())
 
@@ -170,7 +171,7 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
         handle.default_prompts[i % len(handle.default_prompts)] for i in range(config.samples)
     ]
     split = seed_split(config.seed, config.num_images, config.split, config.samples)
-    calibrated = set(store.require_group("calib").read("seeds").tolist())
+    calibrated = set(require_calib(store).read("seeds").tolist())
     if calibrated & set(split.evaluation):
         raise StoreError(
             f"evaluation seeds {split.to_json()['evaluation']} include calibration seeds of "

@@ -1,10 +1,12 @@
 """`taq run`'s artifact stages: each resumed if partial, skipped if complete, refused if stale.
 
 calib -> (adaround cache -> optimize) and (actstats collect -> analyze). A stage is a list of
-store groups plus the config each of them must record; its state is read from the store
-alone (missing / partial / complete / stale), so resuming after a kill and refusing changed
-inputs work the same way for every stage. Each stage calls its package's library entry
-point; taq-io's `create_group` resumes a group created again with the same config.
+store groups plus the config each of them must record, built by the stage's own constructor
+(the config its package records); its state is `Store.state` of those groups (missing /
+partial / complete / stale, the one place taq decides it), so resuming after a kill and
+refusing changed inputs work the same way for every stage. Each stage calls its package's
+library entry point; taq-io's `create_group` resumes a group created again with the same
+config.
 """
 
 from __future__ import annotations
@@ -14,28 +16,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from taq_model.presets import ModelHandle, ModelOptions, load_preset
-from taq_model.runs import refuse_other_model
-from taq_model.taxonomy import block_names
-
-from taq_actstats.analyze import AnalyzeConfig, analyze_stats
+from taq_actstats.analyze import AnalyzeConfig, analyze_config, analyze_stats
 from taq_actstats.collect import CollectConfig, collect_stats
 from taq_actstats.tiers import TierRule
 from taq_adaround.blockio import CacheConfig, cache_block_io
 from taq_adaround.optimize import optimize_blocks
-from taq_adaround.reconstruct import AdaRoundConfig
-from taq_calib import CalibConfig, calibrate
+from taq_calib.calibration import CalibConfig, calib_config, calibrate
 from taq_calib.cli import read_prompts
-from taq_io import (
-    COMPLETE,
-    MISSING,
-    PARTIAL,
-    STALE,
-    StageGroup,
-    Store,
-    StoreError,
-    config_hash,
-)
+from taq_io import COMPLETE, MISSING, PARTIAL, STALE, Store, StoreError
+from taq_model.presets import ModelHandle, ModelOptions, load_preset
+from taq_model.taxonomy import block_names
+from taq_run.runs import refuse_other_model
+from taq_run.weights import METHODS, AdaRoundConfig, recorded_config
+from taq_runtime.cli import at_least, config_from_flags
 
 
 @dataclass(frozen=True)
@@ -58,6 +51,11 @@ class RunConfig:
     bits_w: int = 4
     bits_a: int = 8
     group_size: int = 64
+    scale_method: str = AdaRoundConfig.scale_method  # taq-adaround optimize's, same defaults
+    lr: float = AdaRoundConfig.lr
+    lr_act: float = AdaRoundConfig.lr_act
+    reg_weight: float = AdaRoundConfig.reg_weight
+    bias_correction: bool = AdaRoundConfig.bias_correction
     rule: str = TierRule.rule  # taq-actstats' tier rule and its defaults
     target_db: float = TierRule.target_db
     gelu_a4: float = TierRule.gelu_a4  # --rule absolute: TaQ-DiT's thresholds
@@ -65,6 +63,8 @@ class RunConfig:
     other_a4: float = TierRule.other_a4
     other_a6: float = TierRule.other_a6
     range_margin: float = AnalyzeConfig.range_margin
+    smooth_alpha: float = AnalyzeConfig.smooth_alpha
+    static_cap: bool = AnalyzeConfig.static_cap
     eval_samples: int = 40
     eval_split: str = "heldout"  # seeds.py: the report's numbers come from held-out seeds
     seed: int = 0
@@ -77,15 +77,13 @@ class RunConfig:
         """Check every stage's flags (each stage config checks its own) and the prompts file
         before the first stage starts: a bad flag of the last stage costs no work. Raises
         ValueError / UsageError with one line."""
-        for name in ("num_images", "num_steps", "eval_samples", "cache_stride"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        names = ("num_images", "num_steps", "eval_samples", "cache_stride")
+        at_least(1, **{name: getattr(self, name) for name in names})
         if self.num_steps is not None and self.cache_stride > self.num_steps:
             raise ValueError(f"--cache-stride must be at most --num-steps ({self.num_steps})")
         prompts = read_prompts(Path(self.prompts)) if self.prompts else ("placeholder",)
         steps = self.num_steps if self.num_steps is not None else self.cache_stride
-        CalibConfig(self.model, prompts, self.num_images, steps, self.cfg or 0.0, self.seed)
+        config_from_flags(CalibConfig, self, prompts=prompts, num_steps=steps, cfg=self.cfg or 0.0)
         CacheConfig(stride=self.cache_stride)
         self.adaround_config  # noqa: B018 - built to be checked
         CollectConfig()
@@ -94,14 +92,8 @@ class RunConfig:
 
     @property
     def adaround_config(self) -> AdaRoundConfig:
-        return AdaRoundConfig(
-            iters=self.iters,
-            batch_size=self.batch_size,
-            bits_w=self.bits_w,
-            bits_a=self.bits_a,
-            group_size=self.group_size,
-            seed=self.seed,
-        )
+        """taq-adaround's own constructor, from the flags of the same names."""
+        return config_from_flags(AdaRoundConfig, self)
 
     @property
     def model_options(self) -> ModelOptions:
@@ -109,12 +101,8 @@ class RunConfig:
 
     @property
     def analyze_config(self) -> AnalyzeConfig:
-        rule = TierRule(
-            self.rule, self.target_db, self.gelu_a4, self.gelu_a6, self.other_a4, self.other_a6
-        )
-        return AnalyzeConfig(
-            rule, self.range_margin, bits_w=self.bits_w, group_size=self.group_size
-        )
+        """taq-actstats' own constructor, from the flags of the same names."""
+        return analyze_config(self)
 
 
 @dataclass(frozen=True)
@@ -133,48 +121,24 @@ class Stage:
     execute: Callable[[bool], object]  # overwrite -> run (resumes when False)
 
     def state(self, store: Store) -> StageState:
-        found = {g.path: g for g in store.groups()}
-        states = [_group_state(store, found.get(p), p, c) for p, c in self.configs.items()]
+        """The stage's state from its groups' (`Store.state`, each with the config the run
+        asks for): stale or partial if one is, missing if all are, else complete."""
+        states = []
+        for path, wanted in self.configs.items():
+            kind, _, name = path.partition("/")
+            states.append(store.state(kind, name or None, config=wanted))
         for wanted in (STALE, PARTIAL):
             hits = [s for s in states if s.state == wanted]
             if hits:
-                return hits[0]
+                return StageState(wanted, hits[0].detail)
         if all(s.state == MISSING for s in states):
             return StageState(MISSING)
         if any(s.state == MISSING for s in states):
             return StageState(PARTIAL, "some groups not written yet")
         return StageState(COMPLETE)
 
-    def is_complete(self, store: Store) -> bool:
-        return self.state(store).state == COMPLETE
-
     def run(self, overwrite: bool = False) -> None:
         self.execute(overwrite)
-
-
-def _changed_fields(recorded: dict, wanted: dict) -> str:
-    keys = sorted(set(recorded) | set(wanted))
-    diffs = [
-        f"{k}={recorded.get(k)!r} (now {wanted.get(k)!r})"
-        for k in keys
-        if _canon(recorded.get(k)) != _canon(wanted.get(k))
-    ]
-    return ", ".join(diffs) or "a different config"
-
-
-def _canon(value):
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _group_state(store: Store, group: StageGroup | None, path: str, wanted: dict) -> StageState:
-    """`Store.state` (staleness through the whole chain), with the changed flags named."""
-    if group is not None and group.meta.config_hash != config_hash(wanted):
-        return StageState(
-            STALE, f"`{path}` was made with {_changed_fields(group.meta.config, wanted)}"
-        )
-    kind, _, name = path.partition("/")
-    found = store.state(kind, name or None, config=wanted)
-    return StageState(found.state, found.detail)
 
 
 def _prompts(config: RunConfig, handle: ModelHandle) -> tuple[str, ...]:
@@ -185,15 +149,10 @@ def _prompts(config: RunConfig, handle: ModelHandle) -> tuple[str, ...]:
 
 def build_stages(config: RunConfig, handle: ModelHandle, store: Store) -> list[Stage]:
     """The artifact stages in order, bound to `handle`, `store` and `config`."""
-    steps = config.num_steps or handle.default_steps
-    cfg = handle.default_cfg if config.cfg is None else config.cfg
-    calib = CalibConfig(
-        handle.name, _prompts(config, handle), config.num_images, steps, cfg, config.seed
-    )
+    calib = calib_config(config, handle, _prompts(config, handle))
     cache = CacheConfig(stride=config.cache_stride)
     blocks = block_names(handle.mmdit)
     ada = config.adaround_config
-    weights = {**asdict(ada), "blocks": blocks, "format": "mlx_affine"}
     collect, analyze = CollectConfig(), config.analyze_config
     return [
         Stage(
@@ -211,7 +170,7 @@ def build_stages(config: RunConfig, handle: ModelHandle, store: Store) -> list[S
         Stage(
             "adaround optimize",
             "taq-adaround optimize",
-            {f"weights/{m}": {**weights, "method": m} for m in ("rtn", "adaround")},
+            {f"weights/{m}": recorded_config(ada, blocks, m) for m in METHODS},
             lambda o: optimize_blocks(handle, store, ada, overwrite=o),
         ),
         Stage(

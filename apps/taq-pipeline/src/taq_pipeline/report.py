@@ -14,17 +14,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-from taq_model.doctor import environment_report  # noqa: E402
-
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from taq_actstats.plots import plot_all, plot_data  # noqa: E402
-from taq_actstats.temporal import temporal_record  # noqa: E402
+from taq_actstats.temporal import require_temporal, temporal_record  # noqa: E402
 from taq_actstats.tiers import TierRule  # noqa: E402
-from taq_io import Store  # noqa: E402
+from taq_io import MISSING, Store  # noqa: E402
 from taq_pipeline.evaluate import CLAIMS  # noqa: E402
 from taq_pipeline.intervals import Interval, evaluation_intervals  # noqa: E402
+from taq_run.weights import require_weights
+from taq_runtime.doctor import environment_report  # noqa: E402
 
 NOTE = (
     "Real vs simulated: the packed 4-bit weights are real (MLX QuantizedLinear codes held in "
@@ -58,7 +58,7 @@ def _finite(value):
 
 
 def block_rows(store: Store) -> list[dict]:
-    ada, rtn = store.require_group("weights", "adaround"), store.require_group("weights", "rtn")
+    ada, rtn = require_weights(store, "adaround"), require_weights(store, "rtn")
     names = ada.read("block_names").tolist()
     ada_mse, rtn_mse, seconds = ada.read("mse"), rtn.read("mse"), ada.read("seconds")
     return [
@@ -94,11 +94,10 @@ def tier_tables(store: Store) -> dict:
 
 def plot_actstats(store: Store, out: Path) -> list[Path]:
     """taq-actstats' cheap plots (ranges per layer and step, tiers overlaid) into `out`."""
-    kinds = {g.spec.kind for g in store.groups()}
-    if "actstats" not in kinds:
+    if store.state("actstats").state == MISSING:
         return []
     quant = None
-    if "quant_config" in kinds:
+    if store.state("quant_config").state != MISSING:
         group = store.require_group("quant_config")
         quant = {k: group.read(k) for k in ("bits", "scale", "shift")}
     return plot_all(plot_data(store), out, quant)
@@ -106,9 +105,9 @@ def plot_actstats(store: Store, out: Path) -> list[Path]:
 
 def temporal_summary(store: Store) -> dict | None:
     """The `temporal` group as JSON, or None for a store without one (older runs)."""
-    if not any(g.spec.kind == "temporal" for g in store.groups()):
+    if store.state("temporal").state == MISSING:
         return None
-    return temporal_record(store.require_group("temporal"))
+    return temporal_record(require_temporal(store))
 
 
 def write_report(store: Store, out: Path, results, eval_record: dict, config: dict) -> Path:

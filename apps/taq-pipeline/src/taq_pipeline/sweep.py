@@ -26,9 +26,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-from taq_model import digit_classifier  # noqa: E402
-from taq_model.presets import load_preset  # noqa: E402
-
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -38,9 +35,13 @@ from taq_actstats.recipes import RECIPES  # noqa: E402
 from taq_adaround.optimize import optimize_blocks  # noqa: E402
 from taq_adaround.reconstruct import AdaRoundConfig  # noqa: E402
 from taq_io import Store, StoreError, config_hash  # noqa: E402
+from taq_model.presets import load_preset  # noqa: E402
 from taq_pipeline.evaluate import EvalConfig, _write_json, load_eval, render_variant  # noqa: E402
 from taq_pipeline.seeds import SPLITS, seed_split  # noqa: E402
+from taq_run.calib import require_calib  # noqa: E402
+from taq_run.weights import require_weights  # noqa: E402
 from taq_shapes.fidelity import psnr_from_mse  # noqa: E402
+from taq_tiny import classifier as digit_classifier  # noqa: E402
 
 SWEEP_VERSION = 1
 WEIGHT_GROUPS = ("calib", "blockio")
@@ -142,7 +143,7 @@ def _sibling(base: Store, out: Path, name: str, groups: tuple[str, ...]) -> Stor
 def _prepare(base: Store, out: Path, point: Point, config: SweepConfig, handle) -> Store:
     if point.weight_bits is not None:
         store = _sibling(base, out, point.store, WEIGHT_GROUPS)
-        ada = base.require_group("weights", "adaround").meta.config
+        ada = require_weights(base, "adaround").meta.config
         grid = AdaRoundConfig(
             iters=config.iters,
             batch_size=config.batch_size,
@@ -165,10 +166,10 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
         raise StoreError(f"taq sweep copies groups on disk: {store_path} must be a local store")
     for kind, name in (("calib", None), ("actstats", None), ("weights", "adaround")):
         base.require_group(kind, name)
-    base.require_group("blockio", base.require_group("weights", "adaround").read("block_names")[0])
+    base.require_group("blockio", require_weights(base, "adaround").read("block_names")[0])
     out = sweep_dir(base.path)
     out.mkdir(parents=True, exist_ok=True)
-    calib = base.require_group("calib").meta.config
+    calib = require_calib(base).meta.config
     evaluation = EvalConfig(
         base.model.preset,
         config.eval_samples,

@@ -1,7 +1,5 @@
 """taq-hooks: proxies that record what MMDiT blocks and linear layers see."""
 
-import taq_model  # noqa: F401  (loads an optimised BLAS before MLX)
-
 from taq_hooks.block_hook import BlockCall, BlockHook, hook_blocks, replay_block
 from taq_hooks.layer_hook import HookedLayer, LayerCall, LayerObserver, hook_layers
 from taq_hooks.proxy import HookSet, hooked_by

@@ -16,13 +16,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from taq_model.taxonomy import STREAM_ATTR, block_names, get_block
-
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from taq_hooks.proxy import HookSet, Recorder, installed
+from taq_model.taxonomy import STREAM_ATTR, block_names, get_block
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from taq_model.taxonomy import get_module, quantizable_layers
-
 import mlx.core as mx
 import mlx.nn as nn
 
 from taq_hooks.proxy import HookSet, Recorder, installed
+from taq_model.taxonomy import get_module, quantizable_layers
 
 # observer(layer_name, x, y), called on every call with lazy (unevaluated) arrays.
 LayerObserver = Callable[[str, mx.array, mx.array], None]

@@ -53,11 +53,13 @@ class GroupStatus:
     unit: str | None
     producer: str
     config_hash: str
+    stale: str = ""  # why the group is stale (`Store.state`'s detail); "" when it is not
 
     def __str__(self) -> str:
-        state = "complete" if self.complete else "partial"
+        state = "STALE" if self.stale else "complete" if self.complete else "partial"
         units = f" {self.done}/{self.total} {self.unit}s" if self.unit else ""
-        return f"{self.path}: {state}{units}, {self.producer}, config {self.config_hash}"
+        text = f"{self.path}: {state}{units}, {self.producer}, config {self.config_hash}"
+        return text + (f" ({self.stale})" if self.stale else "")
 
 
 class StageGroup:

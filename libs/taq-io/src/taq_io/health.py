@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from taq_io.group import GroupStatus
+from taq_io.group import GroupStatus, StageGroup
 from taq_io.identity import ModelIdentity
-from taq_io.store import Store
+from taq_io.store import STALE, Store
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class StoreStatus:
 
 
 def describe(path: str | Path) -> StoreStatus:
-    """Each group's kind, complete or partial (units done / total), producer and config hash.
+    """Each group's kind, complete, partial or stale (`Store.state`: through the whole chain
+    of inputs), units done / total, producer and config hash.
 
     Raises the same `StoreError`s as `Store.open` for a missing, foreign or unreadable store.
     """
@@ -33,5 +34,11 @@ def describe(path: str | Path) -> StoreStatus:
         path=store.path,
         schema_version=store.schema_version,
         model=store.model,
-        groups=[group.status() for group in store.groups()],
+        groups=[_status(store, group) for group in store.groups()],
     )
+
+
+def _status(store: Store, group: StageGroup) -> GroupStatus:
+    kind, _, name = group.path.partition("/")
+    found = store.state(kind, name or None)
+    return replace(group.status(), stale=found.detail if found.state == STALE else "")

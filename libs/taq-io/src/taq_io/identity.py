@@ -7,9 +7,17 @@ import json
 from dataclasses import dataclass
 
 
-def config_hash(config: object) -> str:
-    """A short stable hash of a JSON-serialisable value (key order does not matter)."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+def config_hash(config: object, *, spaced: bool = False) -> str:
+    """A short stable hash of a JSON-serialisable value (key order does not matter).
+
+    `spaced=True` hashes json's default form (`", "` and `": "`, other values by `str`): the
+    form model identities have been hashed in since the first store, kept so that every
+    existing store keeps its identity.
+    """
+    if spaced:
+        canonical = json.dumps(config, sort_keys=True, default=str)
+    else:
+        canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

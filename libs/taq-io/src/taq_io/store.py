@@ -197,37 +197,41 @@ class Store:
             inputs=dict(inputs),
             complete=False,
         )
-        existing = self._find(spec, path)
-        if existing is not None and not overwrite:
-            conflict = _difference(existing, meta, dict(sizes))
+        found = self.state(kind, name, config=meta.config)
+        if found.group is not None and not overwrite:
+            conflict = _difference(found, meta, dict(sizes), f"`{path}` in {self.path}")
             if conflict is None:
-                return existing
+                return found.group
             raise GroupConflictError(
-                f"`{path}` in {self.path} {conflict}: "
-                f"rerun `{spec.command} --store {self.path} --overwrite` to replace it"
+                f"{conflict}: rerun `{spec.command} --store {self.path} --overwrite` to replace it"
             )
         parent = self._root.require_group(kind) if spec.named else self._root
         zgroup = parent.create_group(name or kind, overwrite=True)
         return StageGroup.allocate(zgroup, spec, path, str(self.path), meta, sizes, constants or {})
 
     def state(
-        self, kind: str, name: str | None = None, *, config: Mapping[str, object] | None = None
+        self,
+        kind: str,
+        name: str | None = None,
+        *,
+        config: Mapping[str, object] | None = None,
+        wanted_hash: str | None = None,
     ) -> GroupState:
-        """Where a group stands: missing, partial, complete or stale.
+        """Where a group stands: missing, partial, complete or stale. The one place taq
+        decides it: every stage, `taq run`, `taq doctor`, the report and every reader ask here.
 
         Stale: written by another format version, made with a config other than `config`
-        (when given), or made from inputs that changed since, at any depth: a group built
-        from a group that is itself stale is stale too (recalibrating makes the weights
-        built from the old block cache stale, not only the cache)."""
+        (when given; the detail names the fields that differ) or whose hash is not
+        `wanted_hash` (when given), or made from inputs that changed since, at any depth: a
+        group built from a group that is itself stale is stale too (recalibrating makes the
+        weights built from the old block cache stale, not only the cache)."""
         spec, path = _resolve(kind, name)
         group = self._find(spec, path)
         if group is None:
             return GroupState(MISSING, path, f"no `{path}` group in {self.path}")
         stale = _version_difference(group.meta, spec)
-        if stale is None and config is not None:
-            wanted = config_hash(dict(config))
-            if wanted != group.meta.config_hash:
-                stale = f"was made with config {group.meta.config_hash}, you asked for {wanted}"
+        if stale is None:
+            stale = _config_difference(group.meta, config, wanted_hash)
         stale = stale or self._stale_input(group.meta, {})
         if stale is not None:
             return GroupState(STALE, path, f"`{path}` in {self.path} {stale}", group)
@@ -256,8 +260,8 @@ class Store:
         `allow_stale`. With `verify`, every chunk is read first (`CorruptGroupError` on the
         first bad one): what a stage does before it replaces its own groups, so corrupt input
         never costs the user good output."""
-        spec, path = _resolve(kind, name)
-        found = self.state(kind, name)
+        spec, _ = _resolve(kind, name)
+        found = self.state(kind, name, wanted_hash=config_hash)
         command = f"{spec.command} --store {self.path}"
         if found.state == MISSING:
             raise GroupMissingError(f"{found.detail}: run `{command}` first")
@@ -266,11 +270,6 @@ class Store:
         group = found.group
         if not group.meta.complete:
             raise GroupIncompleteError(f"{found.detail}: rerun `{command} --resume`")
-        if config_hash is not None and config_hash != group.meta.config_hash and not allow_stale:
-            raise StaleGroupError(
-                f"`{path}` in {self.path} was made with config {group.meta.config_hash}, you "
-                f"asked for {config_hash}: rerun `{command} --overwrite`"
-            )
         if verify and (problems := verify_group(group)):
             raise CorruptGroupError(problems[0])
         return group
@@ -356,18 +355,46 @@ def _version_difference(meta: GroupMeta, spec: GroupSpec) -> str | None:
     return None
 
 
-def _difference(existing: StageGroup, wanted: GroupMeta, sizes: dict[str, int]) -> str | None:
-    """How an existing group differs from the one a writer asks for, if it does."""
-    meta = existing.meta
-    if (version := _version_difference(meta, existing.spec)) is not None:
-        return version
-    if meta.config_hash != wanted.config_hash:
-        return f"was made with config {meta.config_hash}, you asked for {wanted.config_hash}"
-    if meta.inputs != wanted.inputs:
-        return f"was made from inputs {meta.inputs}, you asked for {wanted.inputs}"
+def _config_difference(
+    meta: GroupMeta, config: Mapping[str, object] | None, wanted_hash: str | None
+) -> str | None:
+    """How the config a group was made with differs from `config` (by field) or from
+    `wanted_hash`, if it does."""
+    if config is not None and config_hash(dict(config)) != meta.config_hash:
+        return f"was made with {changed_fields(meta.config, config)}"
+    if wanted_hash is not None and wanted_hash != meta.config_hash:
+        return f"was made with config {meta.config_hash}, you asked for {wanted_hash}"
+    return None
+
+
+def changed_fields(recorded: Mapping[str, object], wanted: Mapping[str, object]) -> str:
+    """`name=recorded (now wanted)` for each config field that differs (a tuple and the list
+    it was stored as are the same)."""
+
+    def canon(value):
+        return list(value) if isinstance(value, tuple) else value
+
+    diffs = [
+        f"{key}={recorded.get(key)!r} (now {wanted.get(key)!r})"
+        for key in sorted(set(recorded) | set(wanted))
+        if canon(recorded.get(key)) != canon(wanted.get(key))
+    ]
+    return ", ".join(diffs) or "a different config"
+
+
+def _difference(
+    found: GroupState, wanted: GroupMeta, sizes: dict[str, int], where: str
+) -> str | None:
+    """How an existing group differs from the one a writer asks for, if it does: its state
+    (`Store.state` with the writer's config), then the inputs and sizes the writer names."""
+    existing = found.group
+    if found.state == STALE:
+        return found.detail
+    if existing.meta.inputs != wanted.inputs:
+        return f"{where} was made from inputs {existing.meta.inputs}, you asked for {wanted.inputs}"
     asked = {dim: sizes.get(dim) for dim in existing.sizes}
     if existing.sizes != asked:
-        return f"has sizes {existing.sizes}, you asked for {asked}"
+        return f"{where} has sizes {existing.sizes}, you asked for {asked}"
     return None
 
 

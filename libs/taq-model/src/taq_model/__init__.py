@@ -1,9 +1,6 @@
 """taq-model: the DiffusionKit MMDiT adapter (presets, conditioning, sampling, taxonomy).
 
-Importing this package loads an optimised BLAS before MLX (see `blas.py`); every taq
-member imports MLX through it.
+Importing it has no side effects. Commands load the optimised BLAS before MLX through
+`taq_runtime.launcher`; a Python program using taq as a library calls
+`taq_runtime.blas.load_optimised_blas()` before its first `import mlx` (Linux CPU).
 """
-
-from taq_model.blas import load_optimised_blas
-
-load_optimised_blas()

@@ -1,5 +1,13 @@
+"""`taq-model` and `python -m taq_model`: the optimised BLAS first, then the command."""
+
 import sys
 
-from taq_model.cli import main
+from taq_runtime.launcher import launch
 
-sys.exit(main())
+
+def main() -> int:
+    return launch("taq_model.cli:main")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

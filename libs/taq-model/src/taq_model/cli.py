@@ -1,23 +1,16 @@
-"""`taq-model`: environment report, sampling from a preset, training tiny-digits."""
+"""`taq-model`: environment report and sampling from a preset."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
-from taq_model.cli_support import (
-    ArgumentParser,
-    UsageError,
-    add_version_flag,
-    run_cli,
-    writable_dir,
-)
-from taq_model.doctor import environment_report
-from taq_model.images import image_grid, save_png, upscale_for
 from taq_model.presets import DEFAULT_PRESET, PRESETS, load_preset
+from taq_runtime.cli import UsageError, command_parser, run_cli, writable_dir
+from taq_runtime.doctor import environment_report
+from taq_runtime.png import image_grid, save_png, upscale_for
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -51,9 +44,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="taq-model", description=__doc__)
-    add_version_flag(parser, "taq-model")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("taq-model", "taq-model", __doc__)
     doctor = sub.add_parser("doctor", help="MLX version, device, BLAS and GEMM rate")
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.set_defaults(func=_doctor)
@@ -71,20 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--output", type=Path, default=Path("samples.png"))
     sample.set_defaults(func=_sample)
-
-    sub.add_parser("train-tiny-digits", help="train the tiny-digits preset (see its --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train-tiny-digits"]:
-        from taq_model.train_tiny_digits import main as train_main
-
-        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     return run_cli(lambda: args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

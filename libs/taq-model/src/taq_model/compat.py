@@ -51,7 +51,6 @@ def install_stubs() -> None:
 
 def import_diffusionkit() -> types.ModuleType:
     """Return `diffusionkit.mlx`, importing it without its torch-only dependencies."""
-    import taq_model  # noqa: F401  (optimised BLAS before MLX)
 
     install_stubs()
     import diffusionkit.mlx as dk

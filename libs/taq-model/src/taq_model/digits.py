@@ -3,19 +3,18 @@
 16x16x1 latents are the 8x8 digits upsampled 2x (nearest) and scaled to [-1, 1]; the
 prompt `digit N` selects a learned table of 4 context tokens (width 64) and a learned
 pooled vector; class 10 is the null condition used for the negative (CFG) prompt and for
-10 % label dropout during training. Trained by `train_tiny_digits.py`.
+10 % label dropout during training. The data and the trainer live in taq-tiny
+(`taq-tiny train-tiny-digits`); this module is what sampling needs.
 """
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
-
-from taq_model.compat import import_diffusionkit
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
+
+from taq_model.compat import import_diffusionkit
 
 DIGIT_PROMPTS = tuple(f"digit {i}" for i in range(10))
 NULL_CLASS = 10
@@ -43,17 +42,6 @@ def parse_digit_prompt(prompt: str) -> int:
         f"bad prompt {shorten(prompt)} for tiny-digits: accepted prompts are "
         f"'digit 0', 'digit 1', ..., 'digit 9'"
     )
-
-
-@cache
-def load_digit_images() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1,797 digits as (N, 16, 16, 1) float32 in [-1, 1], and their labels."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = digits.images.astype(np.float32) / 16.0
-    images = images.repeat(2, axis=1).repeat(2, axis=2) * 2.0 - 1.0
-    return images[..., None], digits.target.astype(np.int64)
 
 
 def tiny_digits_config():

@@ -24,6 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
 from taq_model.compat import import_diffusionkit
 from taq_model.options import ModelOptions, missing_t5_files
 from taq_model.presets import (
@@ -36,9 +39,6 @@ from taq_model.presets import (
     build_random,
     file_id,
 )
-
-import mlx.core as mx
-from mlx.utils import tree_flatten
 
 CLIP_L_FILES = (
     "clip_l/config.json",

@@ -15,7 +15,6 @@ Only construction and conditioning differ; sampling, hooks and artifacts are sha
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -23,45 +22,44 @@ from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 
-from taq_model.compat import import_diffusionkit
-from taq_model.options import ModelOptions, OptionsError, merge, missing_t5_files, parse_spec
-from taq_model.sampling import (
-    Conditioning,
-    flux_sigma_schedule,
-    initial_noise,
-    sample_euler,
-    sigma_schedule,
-)
-
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from taq_io import ModelIdentity
+from taq_io import ModelIdentity, config_hash
+from taq_model.compat import import_diffusionkit
+from taq_model.options import ModelOptions, OptionsError, merge, missing_t5_files, parse_spec
+from taq_model.sampling import (
+    Conditioning,
+    StepCallback,
+    flux_sigma_schedule,
+    initial_noise,
+    sample_euler,
+    sigma_schedule,
+)
+from taq_runtime.cli import UsageError
 
 DEFAULT_PRESET = "tiny-digits"
 
 
-class ModelError(Exception):
+class ModelError(UsageError):
     """A model cannot be built or used as asked; the message says how to fix it."""
 
 
-def _config_dict(config) -> dict:
+def config_dict(config, *, bare_dtypes: bool = False) -> dict:
+    """A DiffusionKit config dataclass (`MMDiTConfig`) as JSON values: enums by name, dtypes
+    as text. The model identity hashes the full dtype name (`mlx.core.float32`), so that no
+    store's identity changes; checkpoints record the bare one (`bare_dtypes`: `float32`)."""
     out = {}
     for item in fields(config):
         key, value = item.name, getattr(config, item.name)
         if isinstance(value, Enum):
             value = value.name
         elif isinstance(value, mx.Dtype):
-            value = str(value)
+            value = str(value).removeprefix("mlx.core.") if bare_dtypes else str(value)
         out[key] = value
     return out
-
-
-def hash_json(payload: dict) -> str:
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -84,14 +82,14 @@ class ModelHandle(ABC):
         if self._identity is None:
             payload = {
                 "preset": self.name,
-                "mmdit": _config_dict(self.mmdit.config),
+                "mmdit": config_dict(self.mmdit.config),
                 "latent_shape": list(self.latent_shape),
                 "shift": self.shift,
                 "weights": self.weights_id,
             }
             if self.schedule != "discrete-flow":  # earlier stores' identities stay as they were
                 payload["schedule"] = self.schedule
-            self._identity = ModelIdentity(self.name, hash_json(payload))
+            self._identity = ModelIdentity(self.name, config_hash(payload, spaced=True))
         return self._identity
 
     def sigmas(self, num_steps: int | None = None) -> mx.array:
@@ -131,8 +129,10 @@ class ModelHandle(ABC):
         seeds: Sequence[int],
         num_steps: int | None = None,
         cfg: float | None = None,
+        on_step: StepCallback | None = None,
     ) -> mx.array:
-        """Final latents (N, H, W, C), one sampling run per (prompt, seed)."""
+        """Final latents (N, H, W, C), one sampling run per (prompt, seed); `on_step(i, x_i)`
+        sees each step's input (how quantized layers learn the current step)."""
         num_steps = num_steps or self.default_steps
         cfg = self.default_cfg if cfg is None else cfg
         sigmas = self.sigmas(num_steps)
@@ -140,7 +140,7 @@ class ModelHandle(ABC):
         for prompt, seed in zip(prompts, seeds, strict=True):
             conditioning = self.encode([prompt])
             noise = initial_noise(seed, self.latent_shape)
-            finals.append(sample_euler(self, conditioning, noise, sigmas, cfg))
+            finals.append(sample_euler(self, conditioning, noise, sigmas, cfg, on_step))
         return mx.concatenate(finals)
 
 

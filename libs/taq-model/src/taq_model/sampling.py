@@ -47,12 +47,6 @@ class Conditioning:
         return tokens, pooled
 
 
-def sigma(timestep: float, shift: float = 1.0) -> float:
-    """DiffusionKit's `ModelSamplingDiscreteFlow.sigma` (timestep in [0, 1000])."""
-    t = timestep / 1000.0
-    return t if shift == 1.0 else shift * t / (1 + (shift - 1) * t)
-
-
 def sigma_schedule(num_steps: int, shift: float = 1.0) -> mx.array:
     """`num_steps + 1` sigmas from sigma_max to sigma_min, then 0 (as `get_sigmas`)."""
     if num_steps < 1:
@@ -113,6 +107,21 @@ def cached_modulation(handle: ModelHandle, pooled: mx.array, timesteps: mx.array
         mmdit.clear_modulation_params_cache()
 
 
+def model_output(
+    handle: ModelHandle, x: mx.array, timestep: mx.array, tokens: mx.array, cfg: float
+) -> tuple[mx.array, mx.array]:
+    """The MMDiT's input and output for latents `x` at `timestep`, the batch doubled as
+    [cond, uncond] when CFG is on (`tokens` from `Conditioning.model_batch`); modulation
+    must be cached for `timestep` (`cached_modulation`)."""
+    x_in = x if cfg <= 0 else mx.concatenate([x] * 2, axis=0)
+    out = handle.mmdit(
+        latent_image_embeddings=x_in,
+        token_level_text_embeddings=mx.expand_dims(tokens, 2),
+        timestep=mx.broadcast_to(timestep, [len(x_in)]),
+    )
+    return x_in, out
+
+
 def denoise(
     handle: ModelHandle,
     x: mx.array,
@@ -122,12 +131,7 @@ def denoise(
     cfg: float,
 ) -> mx.array:
     """One guided denoiser call (DiffusionKit's `CFGDenoiser.__call__`)."""
-    x_in = x if cfg <= 0 else mx.concatenate([x] * 2, axis=0)
-    out = handle.mmdit(
-        latent_image_embeddings=x_in,
-        token_level_text_embeddings=mx.expand_dims(tokens, 2),
-        timestep=mx.broadcast_to(timestep, [len(x_in)]),
-    )
+    x_in, out = model_output(handle, x, timestep, tokens, cfg)
     sig = sigma_i.reshape(sigma_i.shape[:1] + (1,) * (out.ndim - 1))
     denoised = x_in - out * sig
     if cfg <= 0:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import mlx.nn as nn
 
-LAYER_ROLES = ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.o_proj", "mlp.fc1", "mlp.fc2")
+from taq_io.schema import LAYER_ROLES
+
 PRE_ATTENTION_ROLES = LAYER_ROLES[:3]
 STREAM_ATTR = {
     "image": "image_transformer_block",

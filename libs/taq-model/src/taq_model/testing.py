@@ -9,20 +9,29 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from taq_model.compat import import_diffusionkit
-from taq_model.presets import ModelHandle, RandomHandle, build_random
-
 import mlx.core as mx
 import numpy as np
 
+from taq_model.compat import import_diffusionkit
+from taq_model.presets import ModelHandle, RandomHandle, build_random
 
-def tiny_config(depth: int = 2, hidden: int = 64, heads: int = 2, latent_channels: int = 4):
+
+def tiny_config(
+    depth: int = 2,
+    hidden: int = 64,
+    heads: int = 2,
+    latent_channels: int = 4,
+    depth_unified: int = 0,
+):
+    """A toy SD3-style `MMDiTConfig` (float32 throughout); `depth_unified` adds unified
+    blocks after the `depth` multimodal ones."""
     import_diffusionkit()
     from diffusionkit.mlx.config import MMDiTConfig
 
     return MMDiTConfig(
         num_heads=heads,
         depth_multimodal=depth,
+        depth_unified=depth_unified,
         hidden_size_override=hidden,
         max_latent_resolution=16,
         vae_latent_dim=latent_channels,

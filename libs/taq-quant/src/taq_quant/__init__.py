@@ -1,7 +1,5 @@
 """taq-quant: quantizer math shared by training and inference (no optimiser code)."""
 
-import taq_model  # noqa: F401  (loads an optimised BLAS before MLX)
-
 from taq_quant.export import (
     check_exportable,
     dequantize_linear_weight,

@@ -6,8 +6,7 @@ import json
 import sys
 import time
 
-from taq_model.cli_support import ArgumentParser, run_cli
-
+from taq_runtime.cli import ArgumentParser, add_version_flag, run_cli
 from taq_shapes.grammar import prompt_set
 
 PROMPT_SEED = 12345  # the fixed evaluation prompts (training draws its scenes per step)
@@ -16,6 +15,7 @@ FIRST_SEED = 100_000  # the evaluation's noise seeds
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="taq-shapes", description=__doc__.split("\n")[0])
+    add_version_flag(parser, "taq-shapes")
     commands = parser.add_subparsers(dest="command", required=True)
     adherence = commands.add_parser("adherence", help="prompt adherence of tiny-shapes weights")
     adherence.add_argument("--weights", default=None, help="safetensors (default: shipped)")

@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from taq_model.compat import import_diffusionkit
-
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from taq_model.compat import import_diffusionkit
 from taq_shapes.grammar import NUM_SLOTS, SLOTS
 
 TOKEN_WIDTH = 64

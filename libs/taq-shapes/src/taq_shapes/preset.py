@@ -8,13 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from taq_model.presets import ModelError, ModelHandle, file_id
-from taq_model.sampling import Conditioning, initial_noise, sample_euler
-
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from taq_model.presets import ModelError, ModelHandle, file_id
+from taq_model.sampling import Conditioning, initial_noise, sample_euler
 from taq_shapes.evaluate import AdherenceReport, PromptScore, evaluate_adherence
 from taq_shapes.grammar import PromptError, prompt_labels, prompt_set
 from taq_shapes.model import (

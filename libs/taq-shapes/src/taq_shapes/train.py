@@ -1,6 +1,6 @@
 """Train the `tiny-shapes` MMDiT on procedurally drawn scenes (rectified flow).
 
-The loss and the per-sample modulation are tiny-digits' (`taq_model.train_tiny_digits`):
+The loss and the per-sample modulation are tiny-digits' (`taq_tiny.train`):
 predict `noise - x0` at `x_t = (1 - sigma) x0 + sigma noise`, sigma logit-normal. What
 differs: each step draws a fresh batch of scenes from a generator seeded by (seed, step), so a
 run is deterministic and resumes exactly; the step is compiled (`mx.compile`); an exponential
@@ -22,19 +22,18 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from taq_model.cli_support import run_cli
-from taq_model.compat import import_diffusionkit
-from taq_model.train_tiny_digits import rectified_flow_loss
-
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from taq_model.compat import import_diffusionkit
+from taq_runtime.cli import add_version_flag, run_cli
 from taq_shapes.grammar import NULL_LABELS, random_scene
 from taq_shapes.model import ShapesConditioner, images_to_latents, tiny_shapes_config
 from taq_shapes.render import render_scene
+from taq_tiny.train import rectified_flow_loss
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +226,7 @@ def save_weights(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="train-tiny-shapes", description=__doc__.split("\n")[0])
+    add_version_flag(parser, "taq-shapes")
     for name, value in asdict(TrainConfig()).items():
         flag = f"--{name.replace('_', '-')}"
         if isinstance(value, bool):

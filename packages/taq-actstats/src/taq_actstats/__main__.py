@@ -1,5 +1,13 @@
+"""`taq-actstats` and `python -m taq_actstats`: the optimised BLAS first, then the command."""
+
 import sys
 
-from taq_actstats.cli import main
+from taq_runtime.launcher import launch
 
-sys.exit(main())
+
+def main() -> int:
+    return launch("taq_actstats.cli:main")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,15 +6,12 @@ by image, starting from image 0's midpoint), which centres their asymmetric rang
 range of `range_margin` x the (shifted) absmax; bits from the tier rule (`tiers.py`) and a
 signed symmetric grid covering the range. The range is the maximum over images with a
 margin, not TaQ-DiT's running average of per-image extrema, because the model then runs on
-other seeds, whose extrema the average clips (tiny-digits, every layer-step at A8 on
-per-step grids: 31.4 dB vs FP with averaged extrema, 40.6 dB with the maximum, 41.0 dB with
-the maximum x 1.5).
+other seeds, whose extrema the average clips (README: earlier design measurements).
 
 Each step's grid is then capped at AdaRound's learned static activation range where the store
 has one (`weights/adaround`, `bits_a` > 0): the W4 rounding was trained with that clipping, and
 on tuning seeds the per-step grids over 1.5 x the calibration maximum lost to the static A8 grid
-even at A8 everywhere (tiny-digits, seeds 5000-5049: -0.45 dB [-1.05, +0.17] uncapped, the
-default tiers -0.48 dB; capped -0.14 dB [-0.33, +0.05]). Bits are still chosen on the uncapped
+even at A8 everywhere (the README holds the numbers). Bits are still chosen on the uncapped
 range, so the cap never lowers a tier.
 
 SmoothQuant candidates (few outlier channels, a large spike over the median channel) get
@@ -27,15 +24,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib.metadata import version
-
-from taq_model.presets import ModelHandle
-from taq_model.taxonomy import get_layer
+from typing import ClassVar
 
 import numpy as np
 
 from taq_actstats.budget import PLANS, budget_bits, plan_sqnr_db, static_budget_bits
+from taq_actstats.collect import require_stats
 from taq_actstats.recipes import RECIPE_DEFAULTS, RECIPES, avg_min_max, taq_dit_plan
 from taq_actstats.smoothquant import (
     activation_noise,
@@ -45,15 +41,21 @@ from taq_actstats.smoothquant import (
 )
 from taq_actstats.temporal import temporal_arrays, write_temporal
 from taq_actstats.tiers import TierRule, assign_bits, grid_scale
-from taq_io import StageGroup, Store
+from taq_io import GROUPS, MISSING, StageGroup, Store
+from taq_model.presets import ModelHandle
+from taq_model.taxonomy import get_layer
 from taq_quant import check_exportable
+from taq_run.weights import require_weights
 
 PRODUCER = f"taq-actstats {version('taq-actstats')}"
+OWNED_GROUP = "quant_config"  # this module writes the group (one owner per group)
 MOMENTUM = 0.95
 
 
 @dataclass(frozen=True)
 class AnalyzeConfig:
+    # the group's format version (the schema's); not hashed, so stores keep their configs
+    version: ClassVar[int] = GROUPS[OWNED_GROUP].version
     rule: TierRule = field(default_factory=TierRule)
     range_margin: float = 1.5  # grid range = margin x max over calibration images
     smooth_alpha: float = 0.5
@@ -116,6 +118,17 @@ class AnalyzeConfig:
         return cls(rule=rule, recipe=recipe, **fields)
 
 
+def analyze_config(flags: object) -> AnalyzeConfig:
+    """`AnalyzeConfig` from `taq-actstats analyze`'s flags (an argparse namespace, or `taq
+    run`'s config, whose fields are named alike): `AnalyzeConfig.for_recipe` with the flags'
+    recipe (default taq); a flag that is absent or None keeps the recipe's default."""
+    names = [f.name for f in fields(AnalyzeConfig) if f.name not in ("rule", "recipe")]
+    given = {name: getattr(flags, name, None) for name in (*TierRule().to_json(), *names)}
+    if getattr(flags, "no_static_cap", False):
+        given["static_cap"] = False
+    return AnalyzeConfig.for_recipe(getattr(flags, "recipe", "taq"), **given)
+
+
 @dataclass(frozen=True)
 class Analysis:
     group: StageGroup
@@ -147,9 +160,9 @@ def static_ranges(store: Store, names: list[str]) -> tuple[np.ndarray, str | Non
     identity; all NaN and None when the store has no `weights/adaround` with activation scales.
     """
     ranges = np.full(len(names), np.nan)
-    if not any(g.path == "weights/adaround" for g in store.groups()):
+    if store.state("weights", "adaround").state == MISSING:
         return ranges, None
-    group = store.require_group("weights", "adaround")
+    group = require_weights(store, "adaround")
     bits_a = int(group.meta.config.get("bits_a", 0))
     if not bits_a:
         return ranges, None
@@ -172,7 +185,7 @@ def static_ranges(store: Store, names: list[str]) -> tuple[np.ndarray, str | Non
 def analyze_stats(
     handle: ModelHandle, store: Store, config: AnalyzeConfig, overwrite: bool = False
 ) -> Analysis:
-    stats = store.require_group("actstats", verify=True)
+    stats = require_stats(store, verify=True)
     names = stats.read("layer_names").tolist()
     widths = stats.read("in_features")
     post_gelu = np.array([n.endswith("mlp.fc2") for n in names])
@@ -286,7 +299,7 @@ def analyze_stats(
 
     steps = stats.read("step_index")
     group = store.create_group(
-        "quant_config",
+        OWNED_GROUP,
         producer=PRODUCER,
         config=config.to_json(),
         inputs=inputs,
@@ -373,3 +386,9 @@ def summarize(bits, sq_bits, post_gelu, smoothing, temporal: dict, recipe: str) 
     how = "dropping one tier" if recipe == "taq-dit" else "where it lowers the output noise"
     lines.append(f"SmoothQuant: {smoothed} layer(s) smoothed {how}")
     return lines
+
+
+def require_quant_config(store: Store, **kwargs) -> StageGroup:
+    """The complete, up-to-date `quant_config` group to read (`Store.require_group`'s
+    refusals)."""
+    return store.require_group(OWNED_GROUP, **kwargs)

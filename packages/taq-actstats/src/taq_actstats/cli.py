@@ -7,28 +7,24 @@ import sys
 import time
 from pathlib import Path
 
-from taq_model.cli_support import (
-    ArgumentParser,
-    UsageError,
-    add_version_flag,
-    run_cli,
-    writable_dir,
+from taq_actstats.analyze import (
+    AnalyzeConfig,
+    analyze_config,
+    analyze_stats,
+    require_quant_config,
 )
-from taq_model.runs import open_run
-
-from taq_actstats.analyze import AnalyzeConfig, analyze_stats
 from taq_actstats.budget import PLANS
 from taq_actstats.collect import CollectConfig, collect_stats
 from taq_actstats.plots import plot_all, plot_data, select_layers
 from taq_actstats.recipes import RECIPE_DEFAULTS, RECIPES
 from taq_actstats.tiers import RULES, TierRule
-from taq_io import Store, StoreError
+from taq_io import MISSING, Store, StoreError
+from taq_run.runs import open_run
+from taq_runtime.cli import UsageError, command_parser, run_cli, writable_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="taq-actstats", description=__doc__)
-    add_version_flag(parser, "taq-actstats")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("taq-actstats", "taq-actstats", __doc__)
     collect = sub.add_parser("collect", help="per layer x timestep x channel statistics")
     collect.add_argument("--store", type=Path, required=True)
     collect.add_argument("--num-images", type=int, default=None)
@@ -120,9 +116,7 @@ def _collect(args) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
-    if any(g.spec.kind == "actstats" for g in store.groups()) and not (
-        args.resume or args.overwrite
-    ):
+    if store.state("actstats").state != MISSING and not (args.resume or args.overwrite):
         raise UsageError(f"{args.store} already has actstats: pass --resume or --overwrite")
     start = time.perf_counter()
     try:
@@ -138,19 +132,8 @@ def _collect(args) -> int:
 
 
 def _analyze(args) -> int:
-    given = {k: getattr(args, k) for k in TierRule().to_json()}
-    for name in ("range_margin", "smooth_alpha", "smooth_max_outliers", "smooth_min_spike"):
-        given[name] = getattr(args, name)
     try:
-        config = AnalyzeConfig.for_recipe(
-            args.recipe,
-            **given,
-            bits_w=args.bits_w,
-            group_size=args.group_size,
-            static_cap=False if args.no_static_cap else None,
-            avg_bits=args.avg_bits,
-            plan=args.plan,
-        )
+        config = analyze_config(args)
     except ValueError as err:
         raise UsageError(str(err)) from None
     store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
@@ -174,7 +157,7 @@ def _plot(args) -> int:
     data = plot_data(store, distributions=args.plot_distributions)
     quant = None
     if args.quant_config:
-        group = store.require_group("quant_config")
+        group = require_quant_config(store)
         quant = {k: group.read(k) for k in ("bits", "scale", "shift")}
     try:
         layers = select_layers(data["names"], args.layers)

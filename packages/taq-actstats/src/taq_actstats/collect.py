@@ -13,34 +13,34 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
-
-from taq_model.cli_support import progress
-from taq_model.presets import ModelHandle
-from taq_model.runs import forward_calibration
-from taq_model.taxonomy import get_module, quantizable_layers
+from typing import ClassVar
 
 import mlx.core as mx
 import numpy as np
 
 from taq_hooks import hook_layers
-from taq_io import StageGroup, Store
+from taq_io import GROUPS, StageGroup, Store
+from taq_model.presets import ModelHandle
+from taq_model.taxonomy import get_module, quantizable_layers
+from taq_run.runs import forward_calibration
+from taq_runtime.cli import at_least, progress
 
 PRODUCER = f"taq-actstats {version('taq-actstats')}"
+OWNED_GROUP = "actstats"  # this module writes and reads the group (one owner per group)
 BINS = 256
 OUTLIER_FACTOR = 6.0
 
 
 @dataclass(frozen=True)
 class CollectConfig:
+    # the group's format version (the schema's); not hashed, so stores keep their configs
+    version: ClassVar[int] = GROUPS[OWNED_GROUP].version
     num_images: int | None = None  # None: every calib image
     stride: int = 1
     layers: str | None = None  # glob(s) over layer names; None: every quantizable linear
 
     def __post_init__(self) -> None:
-        if self.num_images is not None and self.num_images < 1:
-            raise ValueError(f"--num-images must be at least 1, got {self.num_images}")
-        if self.stride < 1:
-            raise ValueError(f"--stride must be at least 1, got {self.stride}")
+        at_least(1, num_images=self.num_images, stride=self.stride)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -94,7 +94,7 @@ def collect_stats(
     steps = list(range(0, calib.sizes["step"], config.stride))
     channel = max(widths)
     group = store.create_group(
-        "actstats",
+        OWNED_GROUP,
         producer=PRODUCER,
         config=config.to_json(),
         inputs={"calib": calib.identity()},
@@ -169,3 +169,9 @@ def _empty_unit(layers: int, steps: int, channel: int) -> dict[str, np.ndarray]:
         "p999": np.zeros((layers, steps), np.float32),
         "outlier_channels": np.zeros((layers, steps), np.int32),
     }
+
+
+def require_stats(store: Store, **kwargs) -> StageGroup:
+    """The complete, up-to-date `actstats` group to read (`Store.require_group`'s refusals;
+    `verify=True` reads every chunk first)."""
+    return store.require_group(OWNED_GROUP, **kwargs)

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from taq_actstats.collect import require_stats  # noqa: E402
 from taq_io import Store  # noqa: E402
 
 TIER_COLORS = {4: "#2ca02c", 6: "#ff7f0e", 8: "#d62728"}
@@ -36,7 +37,7 @@ def _save(fig, path: Path) -> Path:
 def plot_data(store: Store, distributions: bool = False) -> dict:
     """What `plot_all` draws, from the store's `actstats` (the per-channel arrays only when
     `distributions`)."""
-    stats = store.require_group("actstats")
+    stats = require_stats(store)
     data = {
         "names": stats.read("layer_names").tolist(),
         "sigmas": stats.read("timesteps") / 1000.0,

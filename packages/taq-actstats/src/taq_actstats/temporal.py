@@ -8,11 +8,27 @@ the group into the JSON that `taq report` writes next to the report (`temporal.j
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 
-from taq_io import StageGroup, Store
+from taq_io import GROUPS, StageGroup, Store
 
+OWNED_GROUP = "temporal"  # this module writes and reads the group (one owner per group)
 TIER_NAMES = {4: "A4", 6: "A6", 8: "A8"}
+
+
+@dataclass(frozen=True)
+class TemporalConfig:
+    """The temporal analysis has no settings of its own: it follows from the `quant_config`
+    it is made from (its input), so the group records an empty config."""
+
+    # the group's format version (the schema's); not hashed, so stores keep their configs
+    version: ClassVar[int] = GROUPS[OWNED_GROUP].version
+
+    def to_json(self) -> dict:
+        return {}
 
 
 def temporal_arrays(
@@ -40,9 +56,9 @@ def write_temporal(
     overwrite: bool = False,
 ) -> StageGroup:
     group = store.create_group(
-        "temporal",
+        OWNED_GROUP,
         producer=quant_config.meta.producer,
-        config={},
+        config=TemporalConfig().to_json(),
         inputs={"quant_config": quant_config.identity()},
         sizes={"layer": len(names), "step": arrays["range_shifted"].shape[0]},
         constants={"layer_names": names, "post_gelu": post_gelu, **arrays},
@@ -74,3 +90,8 @@ def temporal_record(group: StageGroup) -> dict:
         },
         "shift": shift,
     }
+
+
+def require_temporal(store: Store, **kwargs) -> StageGroup:
+    """The complete, up-to-date `temporal` group to read (`Store.require_group`'s refusals)."""
+    return store.require_group(OWNED_GROUP, **kwargs)

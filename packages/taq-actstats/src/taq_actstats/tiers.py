@@ -7,8 +7,8 @@ Two rules, both picking the fewest bits a layer's input at a timestep may have:
   `target_db`. It scales with the data, so it works for any model's activation magnitudes.
 - `absolute`: TaQ-DiT's fixed thresholds (§3.3) on the (shifted) absmax: post-GELU `fc2`
   inputs < 5 -> A4, < 8 -> A6, else A8; other layers < 6 -> A4, < 10 -> A6, else A8. They
-  were tuned on DiT-XL's activations; on tiny-digits (inputs up to absmax 1-13, default
-  ranges) they give 31.3 dB vs FP at 6.30 bits, where static A8 gives 40.7 dB.
+  were tuned on DiT-XL's activations, and on tiny-digits (inputs up to absmax 1-13) they lose
+  to static A8 (README: earlier design measurements).
 
 Under both, a high p99/p50 ratio (heavy tails) forces A8.
 """

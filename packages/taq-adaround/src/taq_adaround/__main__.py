@@ -1,5 +1,13 @@
+"""`taq-adaround` and `python -m taq_adaround`: the optimised BLAS first, then the command."""
+
 import sys
 
-from taq_adaround.cli import main
+from taq_runtime.launcher import launch
 
-sys.exit(main())
+
+def main() -> int:
+    return launch("taq_adaround.cli:main")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

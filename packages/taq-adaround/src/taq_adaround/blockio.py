@@ -13,32 +13,37 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
-
-from taq_model.cli_support import progress
-from taq_model.presets import ModelHandle
-from taq_model.runs import forward_calibration
-from taq_model.taxonomy import block_names
+from typing import ClassVar
 
 import mlx.core as mx
 import numpy as np
 
+from taq_adaround.reconstruct import BlockData
 from taq_hooks import BlockCall, hook_blocks
-from taq_io import StageGroup, Store
+from taq_io import GROUPS, StageGroup, Store
+from taq_model.presets import ModelHandle
+from taq_model.taxonomy import block_names
+from taq_run.runs import forward_calibration
+from taq_runtime.cli import at_least, progress
 
 PRODUCER = f"taq-adaround {version('taq-adaround')}"
+OWNED_GROUP = "blockio"  # this module writes and reads the group (one owner per group)
+
+
+class DataError(ValueError):
+    """Cached data that cannot be trained on (NaN, missing)."""
 
 
 @dataclass(frozen=True)
 class CacheConfig:
+    # the group's format version (the schema's); not hashed, so stores keep their configs
+    version: ClassVar[int] = GROUPS[OWNED_GROUP].version
     num_images: int | None = None  # None: every calib image
     stride: int = 1  # every stride-th stored calib step
     blocks: tuple[str, ...] | None = None  # None: every block
 
     def __post_init__(self) -> None:
-        if self.num_images is not None and self.num_images < 1:
-            raise ValueError(f"--num-images must be at least 1, got {self.num_images}")
-        if self.stride < 1:
-            raise ValueError(f"--stride must be at least 1, got {self.stride}")
+        at_least(1, num_images=self.num_images, stride=self.stride)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -167,7 +172,7 @@ def cache_block_io(
 
     def open_group(name: str, sizes: dict[str, int]) -> StageGroup:
         group = store.create_group(
-            "blockio",
+            OWNED_GROUP,
             name,
             producer=PRODUCER,
             config=config.to_json(),
@@ -179,10 +184,10 @@ def cache_block_io(
         return group
 
     if not overwrite:  # resume: the sizes of existing groups are known
-        existing = {g.path: g for g in store.groups()}
         for name in names:
-            if f"blockio/{name}" in existing:
-                open_group(name, existing[f"blockio/{name}"].sizes)
+            found = store.state(OWNED_GROUP, name)
+            if found.group is not None:
+                open_group(name, found.group.sizes)
 
     def pass_done(image_pos: int, step_pos: int) -> bool:
         if len(groups) < len(names):
@@ -219,3 +224,23 @@ def cache_block_io(
     for group in groups.values():
         group.mark_complete()
     return groups
+
+
+def load_block_data(store: Store, block: str) -> BlockData:
+    """A block's cached samples, as float32 arrays; NaN or inf is refused (`DataError`)."""
+    group = store.require_group(OWNED_GROUP, block)
+    arrays = {name: group.read(name).astype(np.float32) for name in group.spec.unit_arrays()}
+    for name, value in arrays.items():
+        if not np.isfinite(value).all():
+            raise DataError(
+                f"blockio/{block}/{name} in {store.path} holds NaN or inf: rerun "
+                f"`taq-adaround cache --store {store.path} --overwrite`"
+            )
+    streams = ("unified",) if block.startswith("uni") else ("image", "text")
+    return BlockData(
+        arrays["image_in"],
+        arrays["text_in"],
+        {stream: arrays[f"{stream}_modulation"] for stream in streams},
+        arrays["image_out"],
+        arrays["text_out"],
+    )

@@ -7,13 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-from taq_model.cli_support import ArgumentParser, UsageError, add_version_flag, run_cli
-from taq_model.runs import open_run
-
-from taq_adaround.blockio import CacheConfig, cache_block_io
-from taq_adaround.optimize import DataError, optimize_blocks
+from taq_adaround.blockio import CacheConfig, DataError, cache_block_io
+from taq_adaround.optimize import METHODS, optimize_blocks
 from taq_adaround.reconstruct import AdaRoundConfig
-from taq_io import StoreError
+from taq_io import MISSING, StoreError
+from taq_model.taxonomy import block_names
+from taq_run.runs import open_run
+from taq_runtime.cli import UsageError, command_parser, config_from_flags, run_cli
 
 
 def _blocks(text: str | None) -> tuple[str, ...] | None:
@@ -33,9 +33,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="taq-adaround", description=__doc__)
-    add_version_flag(parser, "taq-adaround")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("taq-adaround", "taq-adaround", __doc__)
     cache = sub.add_parser("cache", help="record every block's FP inputs/outputs")
     _common(cache)
     cache.add_argument("--num-images", type=int, default=None, help="default: all calib images")
@@ -69,32 +67,22 @@ def _config(args: argparse.Namespace) -> CacheConfig | AdaRoundConfig:
     try:
         if args.command == "cache":
             return CacheConfig(args.num_images, args.stride, _blocks(args.blocks))
-        return AdaRoundConfig(
-            iters=args.iters,
-            batch_size=args.batch_size,
-            bits_w=args.bits_w,
-            bits_a=args.bits_a,
-            group_size=args.group_size,
-            scale_method=args.scale_method,
-            lr=args.lr,
-            lr_act=args.lr_act,
-            reg_weight=args.reg_weight,
-            bias_correction=args.bias_correction,
-            seed=args.seed,
-        )
+        return config_from_flags(AdaRoundConfig, args)
     except ValueError as err:
         raise UsageError(str(err)) from None
 
 
-def _existing(store, kind: str) -> bool:
-    return any(g.spec.kind == kind for g in store.groups())
+def _existing(store, handle, kind: str) -> bool:
+    """Whether any group this command writes is in the store (`Store.state`)."""
+    names = block_names(handle.mmdit) if kind == "blockio" else METHODS
+    return any(store.state(kind, name).state != MISSING for name in names)
 
 
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
     store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
     kind = "blockio" if args.command == "cache" else "weights"
-    if _existing(store, kind) and not (args.resume or args.overwrite):
+    if _existing(store, handle, kind) and not (args.resume or args.overwrite):
         raise UsageError(
             f"{args.store} already has {kind} groups: pass --resume to continue "
             "or --overwrite to replace them"

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from taq_model.taxonomy import LayerRef, get_module
-
 import mlx.core as mx
 import mlx.nn as nn
 
+from taq_model.taxonomy import LayerRef, get_module
 from taq_quant import (
     QuantGrid,
     WeightQuantConfig,

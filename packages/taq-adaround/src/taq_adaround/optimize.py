@@ -6,54 +6,30 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 
-from taq_model.presets import ModelHandle
-from taq_model.taxonomy import block_names
-
 import mlx.core as mx
 import numpy as np
 
+from taq_adaround.blockio import load_block_data
 from taq_adaround.reconstruct import (
     AdaRoundConfig,
-    BlockData,
     BlockResult,
     adaround_block,
     positional_encodings,
 )
 from taq_io import StageGroup, Store
 from taq_io.schema import WEIGHT_ROLES
+from taq_model.presets import ModelHandle
+from taq_model.taxonomy import block_names
 from taq_quant import export_quantized_linear
+from taq_run.weights import METHODS, create_weights_group
 
 PRODUCER = f"taq-adaround {version('taq-adaround')}"
-METHODS = ("rtn", "adaround")  # written in this order: a block is done once adaround is
-
-
-class DataError(ValueError):
-    """Cached data that cannot be trained on (NaN, missing)."""
 
 
 @dataclass(frozen=True)
 class OptimizeResult:
     groups: dict[str, StageGroup]
     rows: list[dict]  # block, rtn_mse, adaround_mse, ratio, seconds (this run's blocks)
-
-
-def load_block_data(store: Store, block: str) -> BlockData:
-    group = store.require_group("blockio", block)
-    arrays = {name: group.read(name).astype(np.float32) for name in group.spec.unit_arrays()}
-    for name, value in arrays.items():
-        if not np.isfinite(value).all():
-            raise DataError(
-                f"blockio/{block}/{name} in {store.path} holds NaN or inf: rerun "
-                f"`taq-adaround cache --store {store.path} --overwrite`"
-            )
-    streams = ("unified",) if block.startswith("uni") else ("image", "text")
-    return BlockData(
-        arrays["image_in"],
-        arrays["text_in"],
-        {stream: arrays[f"{stream}_modulation"] for stream in streams},
-        arrays["image_out"],
-        arrays["text_out"],
-    )
 
 
 def _role(name: str) -> str:
@@ -115,20 +91,25 @@ def optimize_blocks(
     inputs = {f"blockio/{b}": store.require_group("blockio", b).identity() for b in blocks}
     kinds = {"image": "mm", "text": "mm", "unified": "uni"}  # the group's stream axis
     streams = [s for s, kind in kinds.items() if any(b.startswith(kind) for b in blocks)]
-    group_config = {**asdict(config), "blocks": blocks, "format": "mlx_affine"}
     groups: dict[str, StageGroup] = {}
-    existing = {g.path: g for g in store.groups()}
-    if not overwrite and all(f"weights/{m}" in existing for m in METHODS):
+
+    def create(method: str, sizes: dict, overwrite: bool) -> StageGroup:
+        return create_weights_group(
+            store,
+            method,
+            config,
+            blocks,
+            producer=PRODUCER,
+            inputs=inputs,
+            sizes=sizes,
+            streams=streams,
+            overwrite=overwrite,
+        )
+
+    found = {method: store.state("weights", method).group for method in METHODS}
+    if not overwrite and all(group is not None for group in found.values()):
         for method in METHODS:
-            groups[method] = _create(
-                store,
-                method,
-                group_config,
-                inputs,
-                existing[f"weights/{method}"].sizes,
-                streams,
-                False,
-            )
+            groups[method] = create(method, found[method].sizes, False)
     rows = []
     for index, block in enumerate(blocks):
         if groups and groups["adaround"].done_mask()[index]:
@@ -142,9 +123,7 @@ def optimize_blocks(
         if not groups:
             sizes = _sizes(result, blocks, streams, config)
             for method in METHODS:
-                groups[method] = _create(
-                    store, method, group_config, inputs, sizes, streams, overwrite
-                )
+                groups[method] = create(method, sizes, overwrite)
         for method in METHODS:
             sizes = groups[method].sizes
             groups[method].write_unit(index, _unit(result, block, method, streams, sizes))
@@ -161,16 +140,3 @@ def optimize_blocks(
     for group in groups.values():
         group.mark_complete()
     return OptimizeResult(groups, rows)
-
-
-def _create(store, method, config, inputs, sizes, streams, overwrite) -> StageGroup:
-    return store.create_group(
-        "weights",
-        method,
-        producer=PRODUCER,
-        config={**config, "method": method},
-        inputs=inputs,
-        sizes=sizes,
-        constants={"stream_names": streams, "role_names": list(WEIGHT_ROLES)},
-        overwrite=overwrite,
-    )

@@ -14,13 +14,9 @@ The train step is compiled; the next batch is gathered while the current step ru
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from taq_model.cli_support import progress
-from taq_model.taxonomy import LayerRef, block_layers, block_streams, get_block
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -29,56 +25,15 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from taq_adaround.layers import AdaRoundLinear, install_adaround, restore_linears
-from taq_quant import RoundingSchedule, WeightQuantConfig, check_exportable, rounding_regularizer
+from taq_model.taxonomy import LayerRef, block_layers, block_streams, get_block
+from taq_quant import RoundingSchedule, rounding_regularizer
+from taq_run.weights import AdaRoundConfig
+from taq_runtime.cli import progress
 
 MODULATION_KEY = 0.0
 # Blocks read `timestep.item()` only as the key of `_modulation_params`; a size-1 constant
 # (not a traced input) keeps that lookup valid inside `mx.compile`.
 TIMESTEP_KEY = mx.array([MODULATION_KEY])
-
-
-@dataclass(frozen=True)
-class AdaRoundConfig:
-    """AdaRound's flags (`taq-adaround optimize`, `taq run`); checked when built, so a bad
-    flag is refused before any stage runs."""
-
-    iters: int = 20000
-    batch_size: int = 32
-    bits_w: int = 4
-    bits_a: int = 8  # 0: no activation quantization
-    group_size: int = 64
-    scale_method: str = "mse"
-    lr: float = 1e-3
-    lr_act: float = 4e-5
-    reg_weight: float = 0.01
-    warmup: float = 0.2
-    beta_start: float = 20.0
-    beta_end: float = 2.0
-    bias_correction: bool = False  # Adam's; MLX defaults to off, PyTorch (the reference) on
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("iters", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
-        check_exportable(self.bits_w, self.group_size)
-        if self.bits_a and not 2 <= self.bits_a <= 8:
-            raise ValueError(f"--bits-a must be 0 (off) or 2..8, got {self.bits_a}")
-        for name in ("lr", "lr_act", "reg_weight"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0 or (value == 0 and name == "lr"):
-                low = "> 0" if name == "lr" else ">= 0"
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be finite and {low}, got {value}"
-                )
-        if self.seed < 0:
-            raise ValueError(f"--seed must be >= 0, got {self.seed}")
-
-    @property
-    def weight_config(self) -> WeightQuantConfig:
-        return WeightQuantConfig(
-            bits=self.bits_w, group_size=self.group_size, scale_method=self.scale_method
-        )
 
 
 @dataclass

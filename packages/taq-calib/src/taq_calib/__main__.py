@@ -1,5 +1,13 @@
+"""`taq-calib` and `python -m taq_calib`: the optimised BLAS first, then the command."""
+
 import sys
 
-from taq_calib.cli import main
+from taq_runtime.launcher import launch
 
-sys.exit(main())
+
+def main() -> int:
+    return launch("taq_calib.cli:main")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

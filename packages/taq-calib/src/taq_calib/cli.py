@@ -6,12 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from taq_model.cli_support import ArgumentParser, UsageError, add_version_flag, run_cli
+from taq_calib.calibration import calib_config, calibrate
+from taq_io import MISSING, Store, StoreError
 from taq_model.presets import DEFAULT_PRESET, PRESETS, ModelOptions, load_preset
-from taq_model.runs import refuse_other_model
-
-from taq_calib.calibrate import CalibConfig, calibrate
-from taq_io import Store, StoreError
+from taq_run.runs import refuse_other_model
+from taq_runtime.cli import ArgumentParser, UsageError, add_version_flag, at_least, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,10 +58,10 @@ def read_prompts(path: Path) -> tuple[str, ...]:
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    if args.num_steps is not None and args.num_steps < 1:
-        raise UsageError(f"--num-steps must be at least 1, got {args.num_steps}")
-    if args.num_images is not None and args.num_images < 1:
-        raise UsageError(f"--num-images must be at least 1, got {args.num_images}")
+    try:
+        at_least(1, num_steps=args.num_steps, num_images=args.num_images)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: pick one")
 
@@ -79,20 +78,11 @@ def run(args: argparse.Namespace) -> int:
     prompts = prompts or tuple(handle.default_prompts)
     handle.validate_prompts(prompts)
     try:
-        config = CalibConfig(
-            model=handle.name,
-            prompts=prompts,
-            num_images=args.num_images or len(prompts),
-            num_steps=args.num_steps or handle.default_steps,
-            cfg=handle.default_cfg if args.cfg is None else args.cfg,
-            seed=args.seed,
-            stride=args.stride,
-        )
+        config = calib_config(args, handle, prompts)
     except ValueError as err:
         raise UsageError(str(err)) from None
     store = Store.open_or_create(args.store, handle.identity)
-    existing = [g for g in store.groups() if g.path == "calib"]
-    if existing and not (args.resume or args.overwrite):
+    if store.state("calib").state != MISSING and not (args.resume or args.overwrite):
         raise UsageError(
             f"{args.store} already has a calib group: pass --resume to continue it "
             "or --overwrite to replace it"

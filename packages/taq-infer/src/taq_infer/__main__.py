@@ -1,5 +1,13 @@
+"""`taq-infer` and `python -m taq_infer`: the optimised BLAS first, then the command."""
+
 import sys
 
-from taq_infer.cli import main
+from taq_runtime.launcher import launch
 
-sys.exit(main())
+
+def main() -> int:
+    return launch("taq_infer.cli:main")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

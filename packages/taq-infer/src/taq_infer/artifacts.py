@@ -17,28 +17,25 @@ import numpy as np
 
 from taq_infer.activations import ActivationQuant
 from taq_infer.model import ActivationPlan, InferenceError, WeightSet
-from taq_io import StageGroup, StaleGroupError, Store
+from taq_io import MISSING, StageGroup, StaleGroupError, Store
+from taq_io.schema import LAYER_ROLES, role_key
+from taq_run.weights import require_weights
 
 WEIGHT_METHODS = ("adaround", "rtn")
-_ROLE_PATH = {
-    "q_proj": "attn.q_proj",
-    "k_proj": "attn.k_proj",
-    "v_proj": "attn.v_proj",
-    "o_proj": "attn.o_proj",
-    "fc1": "mlp.fc1",
-    "fc2": "mlp.fc2",
-}
+_ROLE_PATH = {role_key(role): role for role in LAYER_ROLES}  # `fc2` -> `mlp.fc2`
 
 
 def has_quant_config(store: Store) -> bool:
-    """Whether the store holds a `quant_config` group (complete or not)."""
-    return any(group.spec.kind == "quant_config" for group in store.groups())
+    """Whether the store holds a `quant_config` group (complete or not: `Store.state`)."""
+    return store.state("quant_config").state != MISSING
 
 
 def _require(store: Store, kind: str, name: str | None, allow_stale: bool) -> StageGroup:
     """The group, refusing missing / incomplete / corrupt ones and stale ones (made from a
     calibration that changed since) unless `allow_stale`."""
     try:
+        if kind == "weights":
+            return require_weights(store, name, allow_stale=allow_stale)
         return store.require_group(kind, name, allow_stale=allow_stale)
     except StaleGroupError as error:
         raise StaleGroupError(f"{error}, or pass --allow-stale to use it anyway") from None

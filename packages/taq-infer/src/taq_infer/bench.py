@@ -19,20 +19,21 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import sys
 import time
 from dataclasses import dataclass
-
-import taq_model  # noqa: F401  (optimised BLAS before MLX)
-from taq_model.blas import blas_info
-from taq_model.presets import ModelHandle, load_preset
-from taq_model.taxonomy import quantizable_layers
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from taq_infer import load_weight_set, rtn_weight_set, sampling_parameters
 from taq_infer.metrics import latent_diff
+from taq_model.presets import ModelHandle, load_preset
+from taq_model.taxonomy import quantizable_layers
+from taq_runtime.blas import blas_info
+
+logger = logging.getLogger(__name__)
 
 LAYER_TARGET, MODEL_TARGET, SPEED_TARGET = 0.30, 0.35, 0.80
 
@@ -129,7 +130,7 @@ def bench_preset(
     def sample(model=handle):
         return model.generate([prompt], [seed], steps, cfg)
 
-    print(f"  {handle.name}: sampling FP32", flush=True)
+    logger.info("%s: sampling FP32", handle.name)
     if warmup:
         mx.eval(sample())
     fp32_seconds, fp_latents = _timed(sample, repeats)
@@ -156,7 +157,7 @@ def bench_preset(
     counted = counted_bytes(packed), counted_bytes(w4_all)
     del packed, w4_all
 
-    print(f"  {handle.name}: sampling W4", flush=True)
+    logger.info("%s: sampling W4", handle.name)
     if warmup:
         mx.eval(sample(model))
     w4_seconds, w4_latents = _timed(lambda: sample(model), repeats)

@@ -26,15 +26,9 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from enum import Enum
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-
-from taq_model.presets import ModelHandle, load_preset
-from taq_model.runs import open_run
-from taq_model.sampling import timesteps_for
-from taq_model.taxonomy import quantizable_layers
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -49,18 +43,21 @@ from taq_infer.artifacts import (
     has_quant_config,
     read_weight_set,
 )
-from taq_infer.loading import SCALE_DTYPES, install_artifacts, resolve_act
+from taq_infer.loading import SCALE_DTYPES, check_schedule, install_artifacts, resolve_act
 from taq_infer.model import (
     ActivationPlan,
     Fallback,
     InferenceError,
     QuantizedModel,
     WeightSet,
-    plan_rows,
 )
 from taq_infer.modulation import MODULATION, is_modulation_linear, pin_modulation
 from taq_infer.packed import PackedLinear
 from taq_io import ModelIdentity
+from taq_model.presets import ModelHandle, config_dict, load_preset
+from taq_model.taxonomy import quantizable_layers
+from taq_run.runs import open_run
+from taq_run.weights import require_weights
 
 FORMAT = "taq.checkpoint"
 FORMAT_VERSION = 1
@@ -119,21 +116,6 @@ class ExportSummary:
     @property
     def ratio(self) -> float:
         return self.nbytes / self.float16_nbytes
-
-
-def _config_json(config) -> dict:
-    """`MMDiTConfig` as JSON: enums by name, dtypes by name (`float32`)."""
-    out = {}
-    for item in fields(config):
-        key, value = item.name, getattr(config, item.name)
-        if isinstance(value, Enum):
-            value = value.name
-        elif isinstance(value, mx.Dtype):
-            value = str(value).removeprefix("mlx.core.")
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[key] = value
-    return out
 
 
 def float16_nbytes(mmdit: nn.Module) -> int:
@@ -220,7 +202,7 @@ def export_checkpoint(config: ExportConfig) -> ExportSummary:
     store, handle = open_run(config.store, mode="r", local_ckpt=config.local_ckpt)
     weight_set = read_weight_set(store, config.weights)  # names `taq-adaround optimize` if absent
     plan = _plan_arrays(store) if has_quant_config(store) else None
-    source = {"weights": store.require_group("weights", config.weights).identity()}
+    source = {"weights": require_weights(store, config.weights).identity()}
     return write_checkpoint(handle, weight_set, config, plan=plan, source=source)
 
 
@@ -256,7 +238,7 @@ def write_checkpoint(
     quant_map = _quantization_map(handle.mmdit)
     metadata = _format_meta() | {
         f"{_KEY}model": json.dumps(handle.identity.to_json()),
-        f"{_KEY}mmdit_config": json.dumps(_config_json(handle.mmdit.config)),
+        f"{_KEY}mmdit_config": json.dumps(config_dict(handle.mmdit.config, bare_dtypes=True)),
         f"{_KEY}quantization": json.dumps(
             {
                 "weights": weight_set.method,
@@ -494,9 +476,7 @@ def load_checkpoint(
         act, checkpoint.metadata["activation_plan"] is not None, bool(weight_set.static_activations)
     )
     plan = read_plan(checkpoint, smoothquant) if act == "timestep" else None
-    if plan is not None and num_steps is not None:
-        sigmas = handle.sigmas(num_steps)
-        plan_rows(plan, np.array(timesteps_for(sigmas))[:num_steps], act_fallback)
+    check_schedule(handle, plan, num_steps, act_fallback)
     if before_install is not None:
         before_install(handle)
     packed = {ref.path for ref in quantizable_layers(handle.mmdit) if ref.name in weight_set.layers}

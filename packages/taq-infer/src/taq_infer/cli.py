@@ -13,13 +13,6 @@ import math
 import sys
 from pathlib import Path
 
-import taq_model  # noqa: F401  (optimised BLAS before MLX)
-from taq_model.blas import blas_info
-from taq_model.cli_support import UsageError, add_version_flag, run_cli, writable_dir
-from taq_model.images import image_grid, save_png, upscale_for
-from taq_model.presets import load_preset
-from taq_model.runs import open_run
-
 import mlx.core as mx
 import numpy as np
 
@@ -29,6 +22,11 @@ from taq_infer.metrics import latent_diff
 from taq_infer.model import ACT_MODES, InferenceError, model_bytes
 from taq_infer.packed import resolve_kernel
 from taq_io import StoreError
+from taq_model.presets import load_preset
+from taq_run.runs import open_run
+from taq_runtime.blas import blas_info
+from taq_runtime.cli import UsageError, add_version_flag, run_cli, writable_dir
+from taq_runtime.png import image_grid, save_png, upscale_for
 
 logger = logging.getLogger("taq_infer")
 

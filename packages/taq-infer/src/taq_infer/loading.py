@@ -11,9 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from taq_model.presets import ModelHandle
-from taq_model.sampling import timesteps_for
-
 import mlx.core as mx
 import numpy as np
 
@@ -31,6 +28,8 @@ from taq_infer.model import (
     plan_rows,
 )
 from taq_io import ModelMismatchError, Store
+from taq_model.presets import ModelHandle
+from taq_model.sampling import timesteps_for
 
 SCALE_DTYPES = {"float32": mx.float32, "float16": mx.float16}
 
@@ -102,6 +101,19 @@ def load_quantized(
     )
 
 
+def check_schedule(
+    handle: ModelHandle,
+    plan: ActivationPlan | None,
+    num_steps: int | None,
+    fallback: Fallback | None,
+) -> None:
+    """Refuse, before any work, a plan calibrated for another schedule than `num_steps` of
+    `handle`'s sampler (nothing to check without a plan or a step count)."""
+    if plan is not None and num_steps is not None:
+        timesteps = np.array(timesteps_for(handle.sigmas(num_steps)))[:num_steps]
+        plan_rows(plan, timesteps, fallback)
+
+
 def install_artifacts(
     handle: ModelHandle,
     weight_set: WeightSet,
@@ -119,9 +131,7 @@ def install_artifacts(
     (what a store and an exported checkpoint share once their artifacts are read)."""
     names = [ref.name for ref in check_layer_map(handle.mmdit, weight_set)]
     check_activations(weight_set, plan, act, act_fallback, names)
-    if plan is not None and num_steps is not None:
-        sigmas = handle.sigmas(num_steps)
-        plan_rows(plan, np.array(timesteps_for(sigmas))[:num_steps], act_fallback)
+    check_schedule(handle, plan, num_steps, act_fallback)
     if before_install is not None:
         before_install(handle)
     return load_weight_set(

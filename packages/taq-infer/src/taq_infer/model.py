@@ -14,10 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from taq_model.presets import ModelHandle
-from taq_model.sampling import initial_noise, sample_euler, timesteps_for
-from taq_model.taxonomy import LayerRef, get_module, quantizable_layers
-
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -26,6 +22,9 @@ from mlx.utils import tree_flatten, tree_unflatten
 from taq_infer.activations import ActivationQuant, StepContext
 from taq_infer.modulation import pin_modulation, quantize_modulation
 from taq_infer.packed import PackedLinear
+from taq_model.presets import ModelHandle
+from taq_model.sampling import timesteps_for
+from taq_model.taxonomy import LayerRef, get_module, quantizable_layers
 
 ActMode = Literal["none", "static", "timestep"]
 ACT_MODES: tuple[str, ...] = ("none", "static", "timestep")
@@ -267,19 +266,10 @@ class QuantizedModel:
         num_steps: int | None = None,
         cfg: float | None = None,
     ) -> mx.array:
-        """Final latents (N, H, W, C), one run per (prompt, seed), as `ModelHandle.generate`."""
-        handle = self.handle
+        """Final latents (N, H, W, C), one run per (prompt, seed): `ModelHandle.generate`
+        with the activation quantizers bound to the schedule and told each step."""
         self.prepare(num_steps)
-        sigmas, _ = self.schedule(num_steps)
-        cfg = handle.default_cfg if cfg is None else cfg
-        finals = []
-        for prompt, seed in zip(prompts, seeds, strict=True):
-            conditioning = handle.encode([prompt])
-            noise = initial_noise(seed, handle.latent_shape)
-            finals.append(
-                sample_euler(handle, conditioning, noise, sigmas, cfg, on_step=self.context.on_step)
-            )
-        return mx.concatenate(finals)
+        return self.handle.generate(prompts, seeds, num_steps, cfg, on_step=self.context.on_step)
 
     def layer_bytes(self) -> int:
         """Resident bytes of the packed layers: codes, scales, biases, bias, act grids."""

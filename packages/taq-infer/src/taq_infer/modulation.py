@@ -15,11 +15,11 @@ touch them.
 
 from __future__ import annotations
 
-from taq_model.presets import ModelHandle
-
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
+
+from taq_model.presets import ModelHandle
 
 MODULATION = "adaLN_modulation"
 

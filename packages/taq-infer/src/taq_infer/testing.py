@@ -7,13 +7,12 @@ shift on every fc2 and SmoothQuant on every fc1.
 
 from __future__ import annotations
 
-from taq_model.sampling import timesteps_for
-from taq_model.taxonomy import get_module, quantizable_layers
-
 import numpy as np
 
 from taq_infer.activations import ActivationQuant
 from taq_infer.model import ActivationPlan, WeightSet
+from taq_model.sampling import timesteps_for
+from taq_model.taxonomy import get_module, quantizable_layers
 from taq_quant import WeightQuantConfig, export_quantized_linear, minmax_grid, quantize_codes
 
 STEPS = 4

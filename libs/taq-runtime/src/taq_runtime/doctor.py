@@ -6,9 +6,9 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 
-from taq_model.blas import blas_info
-
 import mlx.core as mx
+
+from taq_runtime.blas import blas_info
 
 
 @dataclass(frozen=True)

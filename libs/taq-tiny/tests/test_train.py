@@ -1,13 +1,9 @@
 """A short training run (CI smoke test): the loss falls and the weights load and sample."""
 
-import os
-import subprocess
-import sys
+import numpy as np
 
 from taq_model.presets import build_tiny_digits
-from taq_model.train_tiny_digits import TrainConfig, train
-
-import numpy as np
+from taq_tiny.train import TrainConfig, train
 
 
 def test_short_training_lowers_the_loss_and_saves_loadable_weights(tmp_path):
@@ -21,25 +17,8 @@ def test_short_training_lowers_the_loss_and_saves_loadable_weights(tmp_path):
     assert latents.shape == (1, 16, 16, 1) and np.isfinite(np.array(latents)).all()
 
 
-def test_cli_entry_point(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "taq_model",
-            "train-tiny-digits",
-            "--steps",
-            "2",
-            "--batch-size",
-            "8",
-            "--warmup",
-            "1",
-            "--output",
-            str(tmp_path / "w.safetensors"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TAQ_NO_PROGRESS": "1"},
-    )
+def test_cli_entry_point(tmp_path, run_command):
+    args = ("--steps", 2, "--batch-size", 8, "--warmup", 1, "--output", tmp_path / "w.safetensors")
+    out = run_command("taq_tiny", "train-tiny-digits", *args)
     assert out.returncode == 0, out.stderr
     assert "trained 2 steps" in out.stdout and (tmp_path / "w.safetensors").exists()

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from taq_model.options import parse_spec
-from taq_model.presets import ModelHandle, load_preset
-from taq_model.sampling import Conditioning, cached_modulation
-
 import mlx.core as mx
 
 from taq_io import ModelMismatchError, StageGroup, Store
+from taq_model.options import parse_spec
+from taq_model.presets import ModelHandle, load_preset
+from taq_model.sampling import cached_modulation, model_output
+from taq_run.calib import calib_conditioning, calib_latents
 
 
 def refuse_other_model(path: str | Path, model: str) -> None:
@@ -58,16 +58,6 @@ class CalibForward:
     output: mx.array  # the MMDiT's output for the (CFG-doubled) batch, not yet evaluated
 
 
-def calib_conditioning(calib: StageGroup, image: int) -> Conditioning:
-    unit = calib.read_unit(image)
-    return Conditioning(
-        tokens=mx.array(unit["cond_tokens"])[None],
-        pooled=mx.array(unit["cond_pooled"])[None],
-        negative_tokens=mx.array(calib.read("negative_tokens"))[None],
-        negative_pooled=mx.array(calib.read("negative_pooled"))[None],
-    )
-
-
 def forward_calibration(
     handle: ModelHandle,
     calib: StageGroup,
@@ -83,17 +73,12 @@ def forward_calibration(
     cfg = float(calib.meta.config["cfg"])
     all_timesteps = calib.read("timesteps")
     for image in images:
-        latents = calib.read_unit(image)["latents"]
+        latents = calib_latents(calib, image)
         conditioning = calib_conditioning(calib, image)
         tokens, pooled = conditioning.model_batch(cfg)
         timesteps = mx.array(all_timesteps[list(steps)])
         with cached_modulation(handle, pooled, timesteps):
             for i, step in enumerate(steps):
                 x = mx.array(latents[step])[None]
-                x_in = x if cfg <= 0 else mx.concatenate([x] * 2, axis=0)
-                output = handle.mmdit(
-                    latent_image_embeddings=x_in,
-                    token_level_text_embeddings=mx.expand_dims(tokens, 2),
-                    timestep=mx.broadcast_to(timesteps[i], [len(x_in)]),
-                )
+                _, output = model_output(handle, x, timesteps[i], tokens, cfg)
                 yield CalibForward(image, step, float(all_timesteps[step]), output)

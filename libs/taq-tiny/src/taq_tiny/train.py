@@ -7,28 +7,27 @@ classifier-free guidance works. Modulation is computed inside the loss, per samp
 placed under one key of each block's `_modulation_params` (blocks only use the timestep
 passed to the forward as that key); `cache_modulation_params` would empty the adaLN weights.
 
-    python -m taq_model.train_tiny_digits --steps 450 --output tiny_digits.safetensors
+    taq-tiny train-tiny-digits --steps 450 --output tiny_digits.safetensors
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from taq_model.cli_support import progress, run_cli
-from taq_model.compat import import_diffusionkit
-from taq_model.digits import NULL_CLASS, DigitConditioner, load_digit_images, tiny_digits_config
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
+
+from taq_model.compat import import_diffusionkit
+from taq_model.digits import NULL_CLASS, DigitConditioner, tiny_digits_config
+from taq_runtime.cli import ArgumentParser, config_from_flags, progress, run_cli
+from taq_tiny.data import load_digit_images
 
 logger = logging.getLogger(__name__)
 MODULATION_KEY = 0.0
@@ -138,14 +137,14 @@ def save_weights(model: TinyDigitsModel, config, losses: list[float], seconds: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="train-tiny-digits", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="taq-tiny train-tiny-digits", description=__doc__.split("\n")[0])
     defaults = TrainConfig()
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
 
     def run() -> int:
-        result = train(TrainConfig(**vars(args)))
+        result = train(config_from_flags(TrainConfig, args))
         print(
             f"trained {args.steps} steps in {result.seconds:.0f}s, final loss "
             f"{np.mean(result.losses[-20:]):.4f} -> {result.path}"
@@ -153,7 +152,3 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

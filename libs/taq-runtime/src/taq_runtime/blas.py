@@ -74,7 +74,10 @@ def load_optimised_blas() -> BlasInfo:
         _INFO = BlasInfo("accelerate", None, None, True)
         return _INFO
     if "mlx.core" in sys.modules:
-        logger.warning("mlx was imported before taq_model: the optimised BLAS may not be used")
+        logger.warning(
+            "mlx was imported before the optimised BLAS was loaded: it may not be used "
+            "(start taq commands through taq_runtime.launcher.launch)"
+        )
     override = os.environ.get("TAQ_BLAS")
     paths = (override,) if override else CANDIDATES
     core = _core_type()

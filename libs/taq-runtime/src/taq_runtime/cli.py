@@ -1,9 +1,10 @@
 """What every taq command shares: user errors as one line and exit code 2, `--version`,
-progress bars."""
+progress bars, logging set-up, and stage configs built from flags."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import os
@@ -11,17 +12,25 @@ import sys
 from collections.abc import Callable, Iterable
 from importlib.metadata import version
 from pathlib import Path
-
-from taq_model.presets import ModelError
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+Config = TypeVar("Config")
 
 
 class UsageError(Exception):
-    """A flag or input the user can fix; printed as one line, exit code 2."""
+    """A flag or input the user can fix; printed as one line, exit code 2.
+
+    Libraries subclass it for their own user-facing errors (e.g. `taq_model.ModelError`).
+    """
+
+
+def configure_logging(level: int = logging.WARNING) -> None:
+    """Diagnostics from library code go through `logging` to stderr, one line each."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
 def add_version_flag(parser: argparse.ArgumentParser, distribution: str) -> None:
@@ -40,10 +49,20 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
+def command_parser(
+    prog: str, distribution: str, description: str | None
+) -> tuple[ArgumentParser, argparse._SubParsersAction]:
+    """A command with subcommands: the parser (one-line errors, `--version` from
+    `distribution`'s metadata) and the subparsers to add them to (one is required)."""
+    parser = ArgumentParser(prog=prog, description=description)
+    add_version_flag(parser, distribution)
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
 def run_cli(main: Callable[[], int | None], user_errors: Iterable[type[BaseException]] = ()) -> int:
     """Run `main`, turning user errors into `error: ...` and exit code 2 (no traceback)."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    errors = (UsageError, ModelError, *user_errors)
+    configure_logging()
+    errors = (UsageError, *user_errors)
     try:
         return main() or 0
     except errors as err:
@@ -62,6 +81,25 @@ def run_cli(main: Callable[[], int | None], user_errors: Iterable[type[BaseExcep
     except KeyboardInterrupt:
         print("interrupted: rerun the same command with --resume to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def config_from_flags(cls: type[Config], flags: Any, **overrides: Any) -> Config:
+    """`cls(...)` from the attributes of `flags` (an argparse namespace or another config)
+    named like its fields; fields `flags` lacks keep their defaults; `overrides` win."""
+    values = {
+        field.name: getattr(flags, field.name)
+        for field in dataclasses.fields(cls)
+        if field.init and hasattr(flags, field.name)
+    }
+    return cls(**{**values, **overrides})
+
+
+def at_least(minimum: int, **flags: int | None) -> None:
+    """Refuse (`ValueError`, naming the flag) any of `flags` (field name -> value; None: not
+    given) below `minimum`: how every config checks its counts."""
+    for name, value in flags.items():
+        if value is not None and value < minimum:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
 
 
 def writable_dir(path: str | Path, flag: str) -> Path:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from functools import cache
 
-from taq_model.digits import load_digit_images
-
 import numpy as np
 from scipy import linalg
+
+from taq_tiny.data import load_digit_images
 
 HIDDEN = 64
 HELD_OUT = 0.2

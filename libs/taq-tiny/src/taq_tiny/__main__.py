@@ -1,0 +1,13 @@
+"""`taq-tiny` and `python -m taq_tiny`: the optimised BLAS first, then the command."""
+
+import sys
+
+from taq_runtime.launcher import launch
+
+
+def main() -> int:
+    return launch("taq_tiny.cli:main")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

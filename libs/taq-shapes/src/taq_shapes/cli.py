@@ -6,7 +6,10 @@ import json
 import sys
 import time
 
+import numpy as np
+
 from taq_runtime.cli import ArgumentParser, add_version_flag, run_cli
+from taq_runtime.png import image_grid, save_png
 from taq_shapes.grammar import prompt_set
 
 PROMPT_SEED = 12345  # the fixed evaluation prompts (training draws its scenes per step)
@@ -36,22 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         result = {**report.to_json(), "seconds": round(time.perf_counter() - start, 1)}
         print(json.dumps(result))
         if args.grid:
-            from PIL import Image
-
-            columns = 8
-            rows = -(-len(images) // columns)
-            padded = list(images) + [images[0] * 0] * (rows * columns - len(images))
-            grid = [list(padded[r * columns : (r + 1) * columns]) for r in range(rows)]
-            Image.fromarray(_tile(grid)).save(args.grid)
+            save_png(image_grid(np.stack(images), columns=8), args.grid, upscale=4)
         return 0
 
     return run_cli(run)
-
-
-def _tile(grid: list[list]) -> object:
-    import numpy as np
-
-    return np.concatenate([np.concatenate(row, axis=1) for row in grid], axis=0)
 
 
 if __name__ == "__main__":

@@ -149,27 +149,29 @@ def _adaln_items(params: dict) -> list[tuple[str, mx.array]]:
 
 
 @dataclass
-class TinyDigitsHandle(ModelHandle):
+class LabelConditionedHandle(ModelHandle):
+    """A trained toy preset: prompts parse to label indices, a learned conditioner embeds them,
+    and the weights file holds the MMDiT (adaLN included) under `mmdit.`."""
+
     conditioner: nn.Module | None = None
     weights_path: Path | None = None
 
-    def validate_prompts(self, prompts: Sequence[str]) -> None:
-        from taq_model.digits import parse_digit_prompt
+    def labels(self, prompt: str):
+        """The conditioner's labels of one prompt; a ValueError naming the grammar otherwise."""
+        raise NotImplementedError
 
+    def validate_prompts(self, prompts: Sequence[str]) -> None:
         super().validate_prompts(prompts)
         for prompt in prompts:
             try:
-                parse_digit_prompt(prompt)
+                self.labels(prompt)
             except ValueError as err:
                 raise ModelError(str(err)) from None
 
     def encode(self, prompts: Sequence[str], negative: str = "") -> Conditioning:
-        from taq_model.digits import parse_digit_prompt
-
         self.validate_prompts(prompts)
-        labels = mx.array([parse_digit_prompt(p) for p in prompts])
-        tokens, pooled = self.conditioner(labels)
-        neg_tokens, neg_pooled = self.conditioner(mx.array([parse_digit_prompt(negative)]))
+        tokens, pooled = self.conditioner(mx.array([self.labels(p) for p in prompts]))
+        neg_tokens, neg_pooled = self.conditioner(mx.array([self.labels(negative)]))
         return Conditioning(tokens, pooled, neg_tokens, neg_pooled)
 
     def modulation_weights(self) -> list[tuple[str, mx.array]]:
@@ -179,6 +181,14 @@ class TinyDigitsHandle(ModelHandle):
             for k, v in weights.items()
             if k.startswith("mmdit.") and "adaLN_modulation" in k
         ]
+
+
+@dataclass
+class TinyDigitsHandle(LabelConditionedHandle):
+    def labels(self, prompt: str) -> int:
+        from taq_model.digits import parse_digit_prompt
+
+        return parse_digit_prompt(prompt)
 
     def to_images(self, latents: mx.array) -> np.ndarray:
         pixels = (np.clip(np.array(latents, dtype=np.float32), -1, 1) + 1) * 127.5

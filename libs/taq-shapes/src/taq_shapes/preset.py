@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 
-from taq_model.presets import ModelError, ModelHandle, file_id
-from taq_model.sampling import Conditioning, initial_noise, sample_euler
+from taq_model.presets import LabelConditionedHandle, ModelError, ModelHandle, file_id
+from taq_model.sampling import initial_noise, sample_euler
 from taq_shapes.evaluate import AdherenceReport, PromptScore, evaluate_adherence
-from taq_shapes.grammar import PromptError, prompt_labels, prompt_set
+from taq_shapes.grammar import prompt_labels, prompt_set
 from taq_shapes.model import (
     LATENT_SHAPE,
     TINY_SHAPES_WEIGHTS,
@@ -28,31 +27,9 @@ DEFAULT_CFG = 3.0
 
 
 @dataclass
-class TinyShapesHandle(ModelHandle):
-    conditioner: nn.Module | None = None
-    weights_path: Path | None = None
-
-    def validate_prompts(self, prompts: Sequence[str]) -> None:
-        super().validate_prompts(prompts)
-        for prompt in prompts:
-            try:
-                prompt_labels(prompt)
-            except PromptError as err:
-                raise ModelError(str(err)) from None
-
-    def encode(self, prompts: Sequence[str], negative: str = "") -> Conditioning:
-        self.validate_prompts(prompts)
-        tokens, pooled = self.conditioner(mx.array([prompt_labels(p) for p in prompts]))
-        neg_tokens, neg_pooled = self.conditioner(mx.array([prompt_labels(negative)]))
-        return Conditioning(tokens, pooled, neg_tokens, neg_pooled)
-
-    def modulation_weights(self) -> list[tuple[str, mx.array]]:
-        weights = mx.load(str(self.weights_path))
-        return [
-            (k.removeprefix("mmdit."), v.astype(mx.float32))
-            for k, v in weights.items()
-            if k.startswith("mmdit.") and "adaLN_modulation" in k
-        ]
+class TinyShapesHandle(LabelConditionedHandle):
+    def labels(self, prompt: str) -> list[int]:
+        return prompt_labels(prompt)  # PromptError is a ValueError naming the grammar
 
     def to_images(self, latents: mx.array) -> np.ndarray:
         return latents_to_images(np.array(latents, dtype=np.float32))

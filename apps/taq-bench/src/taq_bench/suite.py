@@ -29,6 +29,7 @@ from taq_calib import CalibConfig, calibrate
 from taq_infer.bench import bench_preset
 from taq_io import Store
 from taq_model.presets import load_preset
+from taq_run.calib import require_calib
 
 GEMM = (
     "import json; from taq_runtime.blas import blas_info, load_optimised_blas; "
@@ -71,7 +72,7 @@ def bench_storage(images: int = 4, steps: int = 10) -> dict:
         store = Store.create(root / "run.zarr", handle.identity)
         start = time.perf_counter()
         calibrate(handle, store, CalibConfig("tiny-digits", ("digit 3",), images, steps, 3.0))
-        calib = store.require_group("calib")
+        calib = require_calib(store)
         latents, timesteps = calib.read("latents"), calib.read("timesteps")
         tokens, pooled = calib.read("cond_tokens"), calib.read("cond_pooled")
         npz_dir = root / "npz"

@@ -27,12 +27,13 @@ from taq_pipeline.evaluate import (
     load_eval,
     read_results,
 )
+from taq_pipeline.groups import identity
 from taq_pipeline.intervals import Interval, evaluation_intervals
 from taq_pipeline.pipeline import RunConfig, report_dir, run_stages
 from taq_pipeline.report import NOTE, write_report
 from taq_pipeline.seeds import SPLITS, seed_split
 from taq_pipeline.sweep import SweepConfig, run_sweep, sweep_dir
-from taq_run.calib import require_calib
+from taq_run.calib import calib_config_of, require_calib
 from taq_run.runs import open_run
 from taq_runtime.cli import (
     UsageError,
@@ -106,14 +107,14 @@ def _config(args: argparse.Namespace) -> RunConfig:
 
 
 def _eval_config(store: Store, samples: int, split: str, local_ckpt: str | None) -> EvalConfig:
-    calib = require_calib(store).meta.config  # evaluate on the calibrated schedule
+    calib = calib_config_of(require_calib(store))  # evaluate on the calibrated schedule
     return EvalConfig(
         store.model.preset,
         samples,
-        calib["num_steps"],
-        calib["cfg"],
-        calib["seed"],
-        calib["num_images"],
+        calib.num_steps,
+        calib.cfg,
+        calib.seed,
+        calib.num_images,
         split,
         local_ckpt,
     )
@@ -187,8 +188,7 @@ def _report(args: argparse.Namespace) -> int:
     record = load_eval(out / EVAL_FILE)
     identities = {}
     for path in record["inputs"]:
-        kind, _, name = path.partition("/")
-        identities[path] = store.require_group(kind, name or None).identity()
+        identities[path] = identity(store, path)
     if identities != record["inputs"]:
         raise UsageError(
             f"{out / EVAL_FILE} was made from other artifacts than {args.store} holds now: "

@@ -29,10 +29,12 @@ from taq_infer import load_quantized
 from taq_io import Store, StoreError, config_hash
 from taq_model.presets import load_preset
 from taq_model.taxonomy import get_module, quantizable_layers
+from taq_pipeline.groups import identity
 from taq_pipeline.intervals import Claim
 from taq_pipeline.seeds import seed_split
 from taq_run.calib import require_calib
-from taq_run.weights import require_weights
+from taq_run.quant_config import require_quant_config
+from taq_run.weights import adaround_config_of, require_weights
 from taq_runtime.cli import progress
 from taq_shapes.fidelity import psnr_from_mse
 from taq_tiny import classifier as digit_classifier
@@ -52,7 +54,7 @@ CLAIMS = (
     Claim("AdaRound W4 + time-aware A4/A6/A8", "AdaRound W4A8 static", "psnr"),
     Claim("+ SmoothQuant", "AdaRound W4 + time-aware A4/A6/A8", "psnr"),
 )
-INPUTS = (("weights", "rtn"), ("weights", "adaround"), ("quant_config", None))
+INPUTS = ("weights/rtn", "weights/adaround", "quant_config")  # the groups read, by path
 EVAL_VERSION = 2  # 2: seed splits, per-sample MSE and correctness
 
 
@@ -107,17 +109,14 @@ def _act_bits(store: Store, options: dict | None) -> float | None:
     if not options or options["act"] == "none":
         return None
     if options["act"] == "static":
-        return float(require_weights(store, "adaround").meta.config["bits_a"])
+        return float(adaround_config_of(require_weights(store, "adaround")).bits_a)
     table = "sq_bits" if options.get("smoothquant") else "bits"
-    return float(store.require_group("quant_config").read(table).mean())
+    return float(require_quant_config(store).read(table).mean())
 
 
 def input_identities(store: Store) -> dict[str, str]:
     """The identities of the groups the evaluation reads (refuses missing or stale ones)."""
-    return {
-        kind + (f"/{name}" if name else ""): store.require_group(kind, name).identity()
-        for kind, name in INPUTS
-    }
+    return {path: identity(store, path) for path in INPUTS}
 
 
 def _write_json(path: Path, data: dict) -> None:

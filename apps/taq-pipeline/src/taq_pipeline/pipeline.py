@@ -16,9 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from taq_actstats.analyze import AnalyzeConfig, analyze_config, analyze_stats
+from taq_actstats.analyze import analyze_stats
 from taq_actstats.collect import CollectConfig, collect_stats
-from taq_actstats.tiers import TierRule
 from taq_adaround.blockio import CacheConfig, cache_block_io
 from taq_adaround.optimize import optimize_blocks
 from taq_calib.calibration import CalibConfig, calib_config, calibrate
@@ -26,6 +25,7 @@ from taq_calib.cli import read_prompts
 from taq_io import COMPLETE, MISSING, PARTIAL, STALE, Store, StoreError
 from taq_model.presets import ModelHandle, ModelOptions, load_preset
 from taq_model.taxonomy import block_names
+from taq_run.quant_config import AnalyzeConfig, TierRule, analyze_config
 from taq_run.runs import refuse_other_model
 from taq_run.weights import METHODS, AdaRoundConfig, recorded_config
 from taq_runtime.cli import at_least, config_from_flags

@@ -19,10 +19,10 @@ import numpy as np  # noqa: E402
 
 from taq_actstats.plots import plot_all, plot_data  # noqa: E402
 from taq_actstats.temporal import require_temporal, temporal_record  # noqa: E402
-from taq_actstats.tiers import TierRule  # noqa: E402
 from taq_io import MISSING, Store  # noqa: E402
 from taq_pipeline.evaluate import CLAIMS  # noqa: E402
 from taq_pipeline.intervals import Interval, evaluation_intervals  # noqa: E402
+from taq_run.quant_config import TierRule, analyze_config_of, require_quant_config  # noqa: E402
 from taq_run.weights import require_weights
 from taq_runtime.doctor import environment_report  # noqa: E402
 
@@ -74,12 +74,12 @@ def block_rows(store: Store) -> list[dict]:
 
 
 def tier_tables(store: Store) -> dict:
-    group = store.require_group("quant_config")
-    config = group.meta.config
+    group = require_quant_config(store)
+    config = analyze_config_of(group)
     smoothed = (np.nan_to_num(group.read("smoothing"), nan=1.0) != 1.0).any(axis=1)
     out = {
-        "rule": config["rule"],
-        "range_margin": config["range_margin"],
+        "rule": config.rule.to_json(),
+        "range_margin": config.range_margin,
         "smoothed_layers": [str(n) for n in group.read("layer_names")[smoothed]],
     }
     for label, table in (("time-aware", "bits"), ("smoothquant", "sq_bits")):
@@ -98,7 +98,7 @@ def plot_actstats(store: Store, out: Path) -> list[Path]:
         return []
     quant = None
     if store.state("quant_config").state != MISSING:
-        group = store.require_group("quant_config")
+        group = require_quant_config(store)
         quant = {k: group.read(k) for k in ("bits", "scale", "shift")}
     return plot_all(plot_data(store), out, quant)
 

@@ -29,23 +29,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from taq_actstats.analyze import AnalyzeConfig, analyze_stats  # noqa: E402
-from taq_actstats.budget import PLANS  # noqa: E402
-from taq_actstats.recipes import RECIPES  # noqa: E402
+from taq_actstats.analyze import analyze_stats  # noqa: E402
+from taq_adaround.blockio import require_blockio  # noqa: E402
 from taq_adaround.optimize import optimize_blocks  # noqa: E402
 from taq_adaround.reconstruct import AdaRoundConfig  # noqa: E402
 from taq_io import Store, StoreError, config_hash  # noqa: E402
 from taq_model.presets import load_preset  # noqa: E402
 from taq_pipeline.evaluate import EvalConfig, _write_json, load_eval, render_variant  # noqa: E402
+from taq_pipeline.groups import require  # noqa: E402
 from taq_pipeline.seeds import SPLITS, seed_split  # noqa: E402
-from taq_run.calib import require_calib  # noqa: E402
-from taq_run.weights import require_weights  # noqa: E402
+from taq_run.calib import calib_config_of, require_calib  # noqa: E402
+from taq_run.quant_config import PLANS, RECIPES, AnalyzeConfig, require_quant_config  # noqa: E402
+from taq_run.weights import adaround_config_of, require_weights  # noqa: E402
 from taq_shapes.fidelity import psnr_from_mse  # noqa: E402
 from taq_tiny import classifier as digit_classifier  # noqa: E402
 
 SWEEP_VERSION = 1
 WEIGHT_GROUPS = ("calib", "blockio")
 ACTIVATION_GROUPS = ("calib", "blockio", "actstats", "weights")  # weights need their blockio
+BASE_INPUTS = ("calib", "actstats", "weights/adaround")  # what every point is made from
 
 
 @dataclass(frozen=True)
@@ -143,13 +145,13 @@ def _sibling(base: Store, out: Path, name: str, groups: tuple[str, ...]) -> Stor
 def _prepare(base: Store, out: Path, point: Point, config: SweepConfig, handle) -> Store:
     if point.weight_bits is not None:
         store = _sibling(base, out, point.store, WEIGHT_GROUPS)
-        ada = require_weights(base, "adaround").meta.config
+        ada = adaround_config_of(require_weights(base, "adaround"))
         grid = AdaRoundConfig(
             iters=config.iters,
             batch_size=config.batch_size,
             bits_w=point.weight_bits,
             bits_a=0,  # the weight track alone: activations stay float here
-            group_size=int(ada.get("group_size", 64)),
+            group_size=ada.group_size,
         )
         optimize_blocks(handle, store, grid)  # resumes at the first unfinished block
         return store
@@ -164,27 +166,27 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
     base = Store.open(store_path)
     if not Path(base.path).is_dir():
         raise StoreError(f"taq sweep copies groups on disk: {store_path} must be a local store")
-    for kind, name in (("calib", None), ("actstats", None), ("weights", "adaround")):
-        base.require_group(kind, name)
-    base.require_group("blockio", require_weights(base, "adaround").read("block_names")[0])
+    for path in BASE_INPUTS:
+        require(base, *path.split("/"))
+    require_blockio(base, require_weights(base, "adaround").read("block_names")[0])
     out = sweep_dir(base.path)
     out.mkdir(parents=True, exist_ok=True)
-    calib = require_calib(base).meta.config
+    calib = calib_config_of(require_calib(base))
     evaluation = EvalConfig(
         base.model.preset,
         config.eval_samples,
-        calib["num_steps"],
-        calib["cfg"],
-        calib["seed"],
-        calib["num_images"],
+        calib.num_steps,
+        calib.cfg,
+        calib.seed,
+        calib.num_images,
         config.split,
     )
     record = {
         "config": config.to_json(),
         "eval": evaluation.to_json(),
         "base": {
-            k: base.require_group(k, n).identity()
-            for k, n in (("calib", None), ("actstats", None), ("weights", "adaround"))
+            k: require(base, k, n or None).identity()
+            for k, _, n in (path.partition("/") for path in BASE_INPUTS)
         },
     }
     record["config_hash"] = config_hash({k: record[k] for k in ("config", "eval", "base")})
@@ -230,7 +232,7 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
             accuracy = float(np.mean(digit_classifier.predict(latents) == labels))
         act_bits = None
         if point.avg_bits is not None:
-            act_bits = float(store.require_group("quant_config").read("bits").mean())
+            act_bits = float(require_quant_config(store).read("bits").mean())
         row = {
             **asdict(point),
             "psnr_db": psnr_from_mse(mse),

@@ -4,14 +4,15 @@ One unit per calibration image: x_t entering every stored step (`latents`), the 
 latent, the prompt's conditioning, prompt and seed; constants hold the sigma schedule, the
 stored steps' timesteps and the negative (CFG) conditioning. taq-calib samples the
 trajectories and writes them through `create_calib_group` / `calib_unit`; every later stage
-reads them through `require_calib`, `calib_conditioning` and `calib_latents`
+reads them through `require_calib`, `calib_config_of`, `calib_conditioning` and
+`calib_latents`
 (`taq_run.runs.forward_calibration` replays them).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import mlx.core as mx
 import numpy as np
@@ -126,6 +127,14 @@ def calib_unit(
 def require_calib(store: Store, **kwargs) -> StageGroup:
     """The complete, up-to-date `calib` group to read (`Store.require_group`'s refusals)."""
     return store.require_group(OWNED_GROUP, **kwargs)
+
+
+def calib_config_of(calib: StageGroup) -> CalibConfig:
+    """The `CalibConfig` a `calib` group was made with (what it records)."""
+    recorded = calib.meta.config
+    known = {f.name for f in fields(CalibConfig)}
+    given = {k: v for k, v in recorded.items() if k in known}
+    return CalibConfig(**{**given, "prompts": tuple(recorded["prompts"])})
 
 
 def calib_conditioning(calib: StageGroup, image: int) -> Conditioning:

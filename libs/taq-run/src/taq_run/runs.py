@@ -18,7 +18,7 @@ from taq_io import ModelMismatchError, StageGroup, Store
 from taq_model.options import parse_spec
 from taq_model.presets import ModelHandle, load_preset
 from taq_model.sampling import cached_modulation, model_output
-from taq_run.calib import calib_conditioning, calib_latents
+from taq_run.calib import calib_conditioning, calib_config_of, calib_latents
 
 
 def refuse_other_model(path: str | Path, model: str) -> None:
@@ -70,7 +70,7 @@ def forward_calibration(
     modulation is cached per image (it depends on the prompt) and dropped after. The
     caller evaluates each output (e.g. together with what its hooks recorded).
     """
-    cfg = float(calib.meta.config["cfg"])
+    cfg = float(calib_config_of(calib).cfg)
     all_timesteps = calib.read("timesteps")
     for image in images:
         latents = calib_latents(calib, image)

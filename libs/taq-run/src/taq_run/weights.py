@@ -4,14 +4,14 @@ what they record, their creation and their reader.
 AdaRound (`taq-adaround optimize`) writes `weights/adaround` and `weights/rtn` (same grid),
 one unit per block, in MLX's QuantizedLinear layout (`docs/schema.md`); `taq run` judges
 their staleness with the same `recorded_config`, and taq-infer, `taq eval`/`report` and
-`taq-actstats analyze` read them through `require_weights`.
+`taq-actstats analyze` read them through `require_weights` and `adaround_config_of`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from taq_io import GROUPS, StageGroup, Store
@@ -108,3 +108,11 @@ def require_weights(store: Store, method: str, **kwargs) -> StageGroup:
     """The complete, up-to-date `weights/<method>` group to read (`Store.require_group`'s
     refusals; `allow_stale` to read a stale one anyway)."""
     return store.require_group(OWNED_GROUP, method, **kwargs)
+
+
+def adaround_config_of(group: StageGroup) -> AdaRoundConfig:
+    """The `AdaRoundConfig` a `weights/<method>` group was made with; a group recorded
+    before `bits_a` existed had no activation quantization (0)."""
+    recorded = group.meta.config
+    known = {f.name for f in fields(AdaRoundConfig)}
+    return AdaRoundConfig(**{"bits_a": 0, **{k: v for k, v in recorded.items() if k in known}})

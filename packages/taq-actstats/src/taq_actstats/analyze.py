@@ -22,17 +22,15 @@ stored (`bits` / `sq_bits`), so smoothing can be compared on and off.
 
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from importlib.metadata import version
-from typing import ClassVar
 
 import numpy as np
 
-from taq_actstats.budget import PLANS, budget_bits, plan_sqnr_db, static_budget_bits
+from taq_actstats.budget import budget_bits, plan_sqnr_db, static_budget_bits
 from taq_actstats.collect import require_stats
-from taq_actstats.recipes import RECIPE_DEFAULTS, RECIPES, avg_min_max, taq_dit_plan
+from taq_actstats.recipes import avg_min_max, taq_dit_plan
 from taq_actstats.smoothquant import (
     activation_noise,
     smoothed_absmax,
@@ -40,93 +38,15 @@ from taq_actstats.smoothquant import (
     smoothing_scales,
 )
 from taq_actstats.temporal import temporal_arrays, write_temporal
-from taq_actstats.tiers import TierRule, assign_bits, grid_scale
-from taq_io import GROUPS, MISSING, StageGroup, Store
+from taq_actstats.tiers import assign_bits, grid_scale
+from taq_io import MISSING, StageGroup, Store
 from taq_model.presets import ModelHandle
 from taq_model.taxonomy import get_layer
-from taq_quant import check_exportable
-from taq_run.weights import require_weights
+from taq_run.quant_config import AnalyzeConfig, create_quant_config_group
+from taq_run.weights import adaround_config_of, require_weights
 
 PRODUCER = f"taq-actstats {version('taq-actstats')}"
-OWNED_GROUP = "quant_config"  # this module writes the group (one owner per group)
 MOMENTUM = 0.95
-
-
-@dataclass(frozen=True)
-class AnalyzeConfig:
-    # the group's format version (the schema's); not hashed, so stores keep their configs
-    version: ClassVar[int] = GROUPS[OWNED_GROUP].version
-    rule: TierRule = field(default_factory=TierRule)
-    range_margin: float = 1.5  # grid range = margin x max over calibration images
-    smooth_alpha: float = 0.5
-    smooth_max_outliers: float = 0.05  # share of channels that are outliers, at most
-    smooth_min_spike: float = 4.0  # max channel absmax / median channel absmax, at least
-    bits_w: int = 4  # the weights' grid, on which taq-infer re-rounds smoothed W * s
-    group_size: int = 64
-    static_cap: bool = True  # grids no wider than AdaRound's learned static range
-    avg_bits: float | None = None  # tiers by an average-bit budget instead of the rule
-    plan: str = "time-aware"  # static: one grid and bit width per layer for all steps
-    recipe: str = "taq"  # taq-dit: the paper's AvgMinMax ranges and SmoothQuant (recipes.py)
-
-    def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ValueError(
-                f"--recipe {self.recipe!r} is unknown: pick one of {', '.join(RECIPES)}"
-            )
-        if self.plan not in PLANS:
-            raise ValueError(f"--plan {self.plan!r} is unknown: pick one of {', '.join(PLANS)}")
-        if self.avg_bits is not None and not 4.0 <= self.avg_bits <= 8.0:
-            raise ValueError(f"--avg-bits must be in 4..8, got {self.avg_bits:g}")
-        if self.plan == "static" and self.avg_bits is None:
-            raise ValueError("--plan static needs a budget: pass --avg-bits B")
-        if not self.range_margin >= 1.0:  # NaN too
-            raise ValueError(
-                f"--range-margin {self.range_margin} clips the calibration range: use >= 1"
-            )
-        if not 0.0 < self.smooth_max_outliers <= 1.0:
-            raise ValueError(
-                f"--smooth-max-outliers is a share of channels in (0, 1], got "
-                f"{self.smooth_max_outliers}"
-            )
-        if not (math.isfinite(self.smooth_min_spike) and self.smooth_min_spike >= 1.0):
-            raise ValueError(
-                f"--smooth-min-spike must be a finite ratio >= 1, got {self.smooth_min_spike}"
-            )
-        if not 0.0 <= self.smooth_alpha <= 1.0:
-            raise ValueError(f"--smooth-alpha must be in 0..1, got {self.smooth_alpha}")
-        check_exportable(self.bits_w, self.group_size)
-
-    def to_json(self) -> dict:
-        """The fields; the budget and plan only when set, so older configs hash the same."""
-        data = asdict(self)
-        if self.avg_bits is None:
-            del data["avg_bits"], data["plan"]
-        if self.recipe == "taq":
-            del data["recipe"]
-        return data
-
-    @classmethod
-    def for_recipe(cls, recipe: str = "taq", **given) -> AnalyzeConfig:
-        """The recipe's defaults (`recipes.RECIPE_DEFAULTS`), then the `given` fields (None:
-        not given); TierRule's fields go to `rule`."""
-        if recipe not in RECIPES:
-            raise ValueError(f"--recipe {recipe!r} is unknown: pick one of {', '.join(RECIPES)}")
-        fields = {**RECIPE_DEFAULTS[recipe]}
-        fields.update({k: v for k, v in given.items() if v is not None})
-        rule_names = TierRule().to_json()
-        rule = TierRule(**{k: fields.pop(k) for k in list(fields) if k in rule_names})
-        return cls(rule=rule, recipe=recipe, **fields)
-
-
-def analyze_config(flags: object) -> AnalyzeConfig:
-    """`AnalyzeConfig` from `taq-actstats analyze`'s flags (an argparse namespace, or `taq
-    run`'s config, whose fields are named alike): `AnalyzeConfig.for_recipe` with the flags'
-    recipe (default taq); a flag that is absent or None keeps the recipe's default."""
-    names = [f.name for f in fields(AnalyzeConfig) if f.name not in ("rule", "recipe")]
-    given = {name: getattr(flags, name, None) for name in (*TierRule().to_json(), *names)}
-    if getattr(flags, "no_static_cap", False):
-        given["static_cap"] = False
-    return AnalyzeConfig.for_recipe(getattr(flags, "recipe", "taq"), **given)
 
 
 @dataclass(frozen=True)
@@ -163,7 +83,7 @@ def static_ranges(store: Store, names: list[str]) -> tuple[np.ndarray, str | Non
     if store.state("weights", "adaround").state == MISSING:
         return ranges, None
     group = require_weights(store, "adaround")
-    bits_a = int(group.meta.config.get("bits_a", 0))
+    bits_a = adaround_config_of(group).bits_a
     if not bits_a:
         return ranges, None
     index = {name: i for i, name in enumerate(names)}
@@ -298,10 +218,10 @@ def analyze_stats(
             sq_bits[:, li], sq_absmax[:, li] = candidate, smoothed
 
     steps = stats.read("step_index")
-    group = store.create_group(
-        OWNED_GROUP,
+    group = create_quant_config_group(
+        store,
+        config,
         producer=PRODUCER,
-        config=config.to_json(),
         inputs=inputs,
         sizes={"layer": len(names), "step": len(steps), "channel": cmin.shape[-1]},
         constants={
@@ -323,7 +243,6 @@ def analyze_stats(
         },
         overwrite=overwrite,
     )
-    group.mark_complete()
     temporal = temporal_arrays(bits, unshifted, per_step / margin)
     write_temporal(store, group, names, post_gelu, temporal, overwrite=True)
     summary = summarize(bits, sq_bits, post_gelu, smoothing, temporal, config.recipe)
@@ -386,9 +305,3 @@ def summarize(bits, sq_bits, post_gelu, smoothing, temporal: dict, recipe: str) 
     how = "dropping one tier" if recipe == "taq-dit" else "where it lowers the output noise"
     lines.append(f"SmoothQuant: {smoothed} layer(s) smoothed {how}")
     return lines
-
-
-def require_quant_config(store: Store, **kwargs) -> StageGroup:
-    """The complete, up-to-date `quant_config` group to read (`Store.require_group`'s
-    refusals)."""
-    return store.require_group(OWNED_GROUP, **kwargs)

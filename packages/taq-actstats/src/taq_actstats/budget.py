@@ -22,8 +22,6 @@ import numpy as np
 
 from taq_actstats.tiers import TIERS, grid_scale
 
-PLANS = ("time-aware", "static")
-
 
 def relative_noise(absmax: np.ndarray, power: np.ndarray, bits: np.ndarray | int) -> np.ndarray:
     """Rounding noise over the signal power (1 / linear SQNR) of each entry."""

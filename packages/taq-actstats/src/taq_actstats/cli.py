@@ -7,18 +7,20 @@ import sys
 import time
 from pathlib import Path
 
-from taq_actstats.analyze import (
-    AnalyzeConfig,
-    analyze_config,
-    analyze_stats,
-    require_quant_config,
-)
-from taq_actstats.budget import PLANS
+from taq_actstats.analyze import analyze_stats
 from taq_actstats.collect import CollectConfig, collect_stats
 from taq_actstats.plots import plot_all, plot_data, select_layers
-from taq_actstats.recipes import RECIPE_DEFAULTS, RECIPES
-from taq_actstats.tiers import RULES, TierRule
 from taq_io import MISSING, Store, StoreError
+from taq_run.quant_config import (
+    PLANS,
+    RECIPE_DEFAULTS,
+    RECIPES,
+    RULES,
+    AnalyzeConfig,
+    TierRule,
+    analyze_config,
+    require_quant_config,
+)
 from taq_run.runs import open_run
 from taq_runtime.cli import UsageError, command_parser, run_cli, writable_dir
 

@@ -22,6 +22,7 @@ from taq_hooks import hook_layers
 from taq_io import GROUPS, StageGroup, Store
 from taq_model.presets import ModelHandle
 from taq_model.taxonomy import get_module, quantizable_layers
+from taq_run.calib import require_calib
 from taq_run.runs import forward_calibration
 from taq_runtime.cli import at_least, progress
 
@@ -81,7 +82,7 @@ def layer_summary(x: np.ndarray, width: int) -> dict[str, np.ndarray]:
 def collect_stats(
     handle: ModelHandle, store: Store, config: CollectConfig, overwrite: bool = False
 ) -> StageGroup:
-    calib = store.require_group("calib", verify=True)
+    calib = require_calib(store, verify=True)
     images = calib.sizes["image"] if config.num_images is None else config.num_images
     if not 1 <= images <= calib.sizes["image"]:
         raise ValueError(f"--num-images must be in 1..{calib.sizes['image']}")

@@ -15,7 +15,8 @@ compared side by side:
   median channel's) and a spike ratio (largest / median channel peak) above 5, dropping one
   tier (never below A4), with no noise test.
 
-Every threshold stays a flag; a recipe only names their defaults (`RECIPE_DEFAULTS`).
+Every threshold stays a flag; a recipe only names their defaults
+(`taq_run.quant_config.RECIPE_DEFAULTS`, beside the config they fill).
 """
 
 from __future__ import annotations
@@ -26,18 +27,8 @@ import numpy as np
 
 from taq_actstats.collect import OUTLIER_FACTOR
 from taq_actstats.smoothquant import smoothing_scales
-from taq_actstats.tiers import TIERS, TierRule, assign_bits
-
-RECIPES = ("taq", "taq-dit")
-RECIPE_DEFAULTS: dict[str, dict[str, object]] = {
-    "taq": {"rule": "sqnr", "range_margin": 1.5, "smooth_min_spike": 4.0, "static_cap": True},
-    "taq-dit": {
-        "rule": "absolute",
-        "range_margin": 1.0,
-        "smooth_min_spike": 5.0,
-        "static_cap": False,
-    },
-}
+from taq_actstats.tiers import TIERS, assign_bits
+from taq_run.quant_config import TierRule
 
 
 def running_average(values: np.ndarray) -> np.ndarray:

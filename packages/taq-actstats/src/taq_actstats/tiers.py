@@ -15,48 +15,11 @@ Under both, a high p99/p50 ratio (heavy tails) forces A8.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
-RULES = ("sqnr", "absolute")
+from taq_run.quant_config import TierRule
+
 TIERS = (4, 6, 8)
-
-
-@dataclass(frozen=True)
-class TierRule:
-    rule: str = "sqnr"
-    target_db: float = 23.0  # sqnr: minimum estimated SQNR of a step's grid
-    gelu_a4: float = 5.0  # absolute: TaQ-DiT's thresholds
-    gelu_a6: float = 8.0
-    other_a4: float = 6.0
-    other_a6: float = 10.0
-    outlier_ratio: float = 50.0  # p99 / p50 above this forces A8
-
-    def __post_init__(self) -> None:
-        if self.rule not in RULES:
-            raise ValueError(f"--rule {self.rule!r} is unknown: pick one of {', '.join(RULES)}")
-        for name, value in asdict(self).items():
-            if name != "rule" and not (math.isfinite(value) and value > 0):
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be a finite number > 0, got {value}"
-                )
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    def describe(self) -> str:
-        if self.rule == "sqnr":
-            return (
-                f"fewest bits whose grid over the step's input range keeps the estimated "
-                f"SQNR >= {self.target_db:g} dB"
-            )
-        return (
-            f"absmax of the step's input range: fc2 A4 < {self.gelu_a4:g} <= A6 < "
-            f"{self.gelu_a6:g} <= A8; other layers A4 < {self.other_a4:g} <= A6 < "
-            f"{self.other_a6:g} <= A8"
-        )
 
 
 def sqnr_db(absmax: np.ndarray, power: np.ndarray, bits: np.ndarray | int) -> np.ndarray:

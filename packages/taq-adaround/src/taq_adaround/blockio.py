@@ -23,6 +23,7 @@ from taq_hooks import BlockCall, hook_blocks
 from taq_io import GROUPS, StageGroup, Store
 from taq_model.presets import ModelHandle
 from taq_model.taxonomy import block_names
+from taq_run.calib import calib_config_of, require_calib
 from taq_run.runs import forward_calibration
 from taq_runtime.cli import at_least, progress
 
@@ -73,7 +74,7 @@ def plan_cache(calib: StageGroup, config: CacheConfig) -> CachePlan:
     if config.stride < 1:
         raise ValueError(f"--stride must be at least 1, got {config.stride}")
     steps = list(range(0, calib.sizes["step"], config.stride))
-    rows = 2 if float(calib.meta.config["cfg"]) > 0 else 1
+    rows = 2 if float(calib_config_of(calib).cfg) > 0 else 1
     return CachePlan(list(range(count)), steps, rows)
 
 
@@ -156,7 +157,7 @@ def cache_block_io(
     handle: ModelHandle, store: Store, config: CacheConfig, overwrite: bool = False
 ) -> dict[str, StageGroup]:
     """Write (or finish) `blockio/<block>` for every selected block; return the groups."""
-    calib = store.require_group("calib", verify=True)
+    calib = require_calib(store, verify=True)
     plan = plan_cache(calib, config)
     names = list(config.blocks or block_names(handle.mmdit))
     unknown = [b for b in names if b not in block_names(handle.mmdit)]
@@ -226,9 +227,15 @@ def cache_block_io(
     return groups
 
 
+def require_blockio(store: Store, block: str, **kwargs) -> StageGroup:
+    """The complete, up-to-date `blockio/<block>` group to read (`Store.require_group`'s
+    refusals)."""
+    return store.require_group(OWNED_GROUP, block, **kwargs)
+
+
 def load_block_data(store: Store, block: str) -> BlockData:
     """A block's cached samples, as float32 arrays; NaN or inf is refused (`DataError`)."""
-    group = store.require_group(OWNED_GROUP, block)
+    group = require_blockio(store, block)
     arrays = {name: group.read(name).astype(np.float32) for name in group.spec.unit_arrays()}
     for name, value in arrays.items():
         if not np.isfinite(value).all():

@@ -9,7 +9,7 @@ from importlib.metadata import version
 import mlx.core as mx
 import numpy as np
 
-from taq_adaround.blockio import load_block_data
+from taq_adaround.blockio import load_block_data, require_blockio
 from taq_adaround.reconstruct import (
     AdaRoundConfig,
     BlockResult,
@@ -88,7 +88,7 @@ def optimize_blocks(
         raise ValueError(
             f"unknown block(s) {', '.join(unknown)}: this model has {', '.join(all_blocks)}"
         )
-    inputs = {f"blockio/{b}": store.require_group("blockio", b).identity() for b in blocks}
+    inputs = {f"blockio/{b}": require_blockio(store, b).identity() for b in blocks}
     kinds = {"image": "mm", "text": "mm", "unified": "uni"}  # the group's stream axis
     streams = [s for s, kind in kinds.items() if any(b.startswith(kind) for b in blocks)]
     groups: dict[str, StageGroup] = {}

@@ -4,7 +4,8 @@ Everything taq-infer knows about the on-disk layout is in this module: the rest 
 package works on `WeightSet` (packed codes per layer, MLX `QuantizedLinear` format) and
 `ActivationPlan` (per calibrated step and layer: bits, scale, zero point, shift,
 smoothing). The groups' specs are `taq_io.schema.GROUPS["weights"]` and
-`GROUPS["quant_config"]` (written by taq-adaround and taq-actstats; docs/schema.md).
+`GROUPS["quant_config"]` (written by taq-adaround and taq-actstats; docs/schema.md), read
+through their owners `taq_run.weights` and `taq_run.quant_config`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from taq_infer.activations import ActivationQuant
 from taq_infer.model import ActivationPlan, InferenceError, WeightSet
 from taq_io import MISSING, StageGroup, StaleGroupError, Store
 from taq_io.schema import LAYER_ROLES, role_key
-from taq_run.weights import require_weights
+from taq_run.quant_config import require_quant_config
+from taq_run.weights import adaround_config_of, require_weights
 
 WEIGHT_METHODS = ("adaround", "rtn")
 _ROLE_PATH = {role_key(role): role for role in LAYER_ROLES}  # `fc2` -> `mlp.fc2`
@@ -36,7 +38,7 @@ def _require(store: Store, kind: str, name: str | None, allow_stale: bool) -> St
     try:
         if kind == "weights":
             return require_weights(store, name, allow_stale=allow_stale)
-        return store.require_group(kind, name, allow_stale=allow_stale)
+        return require_quant_config(store, allow_stale=allow_stale)
     except StaleGroupError as error:
         raise StaleGroupError(f"{error}, or pass --allow-stale to use it anyway") from None
 
@@ -47,15 +49,15 @@ def read_weight_set(store: Store, method: str, allow_stale: bool = False) -> Wei
     if method not in WEIGHT_METHODS:
         raise InferenceError(f"--weights must be one of {', '.join(WEIGHT_METHODS)}")
     group = _require(store, "weights", method, allow_stale)
-    config = group.meta.config
-    bits, group_size = int(config["bits_w"]), None
+    config = adaround_config_of(group)
+    bits, group_size = config.bits_w, None
     streams = group.read("stream_names").tolist()
     roles = group.read("role_names").tolist()
     blocks = group.read("block_names").tolist()
     present = group.read("present")
     layers: dict[str, nn.QuantizedLinear] = {}
     static: dict[str, ActivationQuant] = {}
-    bits_a = int(config.get("bits_a", 0))
+    bits_a = config.bits_a
     for r, role in enumerate(roles):
         weight = group.read(f"{role}_weight")
         scales, biases = group.read(f"{role}_scales"), group.read(f"{role}_biases")

@@ -56,6 +56,7 @@ from taq_infer.packed import PackedLinear
 from taq_io import ModelIdentity
 from taq_model.presets import ModelHandle, config_dict, load_preset
 from taq_model.taxonomy import quantizable_layers
+from taq_run.quant_config import require_quant_config
 from taq_run.runs import open_run
 from taq_run.weights import require_weights
 
@@ -187,7 +188,7 @@ def _quantization_map(mmdit: nn.Module) -> dict[str, dict[str, int]]:
 
 def _plan_arrays(store) -> tuple[dict[str, mx.array], dict[str, str]]:
     """`quant_config`'s arrays for the sidecar; shifts only for the post-GELU layers."""
-    group = store.require_group("quant_config")
+    group = require_quant_config(store)
     arrays = {name: group.read(name) for name in PLAN_ARRAYS}
     names = arrays.pop("layer_names").tolist()
     post_gelu = arrays["post_gelu"].astype(bool)

@@ -1,0 +1,189 @@
+"""The `quant_config` group's contract, in one place: its config (the tier rule, the
+recipes' defaults and the plans it may name), writer and readers.
+
+`taq-actstats analyze` turns activation statistics into the plan (per layer and step: bits,
+grid scale, post-GELU shift, SmoothQuant scales) and writes it through
+`create_quant_config_group`; taq-infer, `taq eval`/`report`/`sweep` read it through
+`require_quant_config` and `analyze_config_of`. It lives in this lib, not in taq-actstats,
+because taq-infer reads it and packages do not import one another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
+
+from taq_io import GROUPS, StageGroup, Store
+from taq_quant import check_exportable
+
+OWNED_GROUP = "quant_config"  # this module writes and reads the group (one owner per group)
+RULES = ("sqnr", "absolute")
+PLANS = ("time-aware", "static")
+RECIPES = ("taq", "taq-dit")
+RECIPE_DEFAULTS: dict[str, dict[str, object]] = {
+    "taq": {"rule": "sqnr", "range_margin": 1.5, "smooth_min_spike": 4.0, "static_cap": True},
+    "taq-dit": {
+        "rule": "absolute",
+        "range_margin": 1.0,
+        "smooth_min_spike": 5.0,
+        "static_cap": False,
+    },
+}
+"""Each recipe's defaults (taq-actstats' `recipes.py` says what the recipes do)."""
+
+
+@dataclass(frozen=True)
+class TierRule:
+    """The A4/A6/A8 tier rule's settings (taq-actstats' `tiers.py` applies them)."""
+
+    rule: str = "sqnr"
+    target_db: float = 23.0  # sqnr: minimum estimated SQNR of a step's grid
+    gelu_a4: float = 5.0  # absolute: TaQ-DiT's thresholds
+    gelu_a6: float = 8.0
+    other_a4: float = 6.0
+    other_a6: float = 10.0
+    outlier_ratio: float = 50.0  # p99 / p50 above this forces A8
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"--rule {self.rule!r} is unknown: pick one of {', '.join(RULES)}")
+        for name, value in asdict(self).items():
+            if name != "rule" and not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be a finite number > 0, got {value}"
+                )
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if self.rule == "sqnr":
+            return (
+                f"fewest bits whose grid over the step's input range keeps the estimated "
+                f"SQNR >= {self.target_db:g} dB"
+            )
+        return (
+            f"absmax of the step's input range: fc2 A4 < {self.gelu_a4:g} <= A6 < "
+            f"{self.gelu_a6:g} <= A8; other layers A4 < {self.other_a4:g} <= A6 < "
+            f"{self.other_a6:g} <= A8"
+        )
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    # the group's format version (the schema's); not hashed, so stores keep their configs
+    version: ClassVar[int] = GROUPS[OWNED_GROUP].version
+    rule: TierRule = field(default_factory=TierRule)
+    range_margin: float = 1.5  # grid range = margin x max over calibration images
+    smooth_alpha: float = 0.5
+    smooth_max_outliers: float = 0.05  # share of channels that are outliers, at most
+    smooth_min_spike: float = 4.0  # max channel absmax / median channel absmax, at least
+    bits_w: int = 4  # the weights' grid, on which taq-infer re-rounds smoothed W * s
+    group_size: int = 64
+    static_cap: bool = True  # grids no wider than AdaRound's learned static range
+    avg_bits: float | None = None  # tiers by an average-bit budget instead of the rule
+    plan: str = "time-aware"  # static: one grid and bit width per layer for all steps
+    recipe: str = "taq"  # taq-dit: the paper's AvgMinMax ranges and SmoothQuant (recipes.py)
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(
+                f"--recipe {self.recipe!r} is unknown: pick one of {', '.join(RECIPES)}"
+            )
+        if self.plan not in PLANS:
+            raise ValueError(f"--plan {self.plan!r} is unknown: pick one of {', '.join(PLANS)}")
+        if self.avg_bits is not None and not 4.0 <= self.avg_bits <= 8.0:
+            raise ValueError(f"--avg-bits must be in 4..8, got {self.avg_bits:g}")
+        if self.plan == "static" and self.avg_bits is None:
+            raise ValueError("--plan static needs a budget: pass --avg-bits B")
+        if not self.range_margin >= 1.0:  # NaN too
+            raise ValueError(
+                f"--range-margin {self.range_margin} clips the calibration range: use >= 1"
+            )
+        if not 0.0 < self.smooth_max_outliers <= 1.0:
+            raise ValueError(
+                f"--smooth-max-outliers is a share of channels in (0, 1], got "
+                f"{self.smooth_max_outliers}"
+            )
+        if not (math.isfinite(self.smooth_min_spike) and self.smooth_min_spike >= 1.0):
+            raise ValueError(
+                f"--smooth-min-spike must be a finite ratio >= 1, got {self.smooth_min_spike}"
+            )
+        if not 0.0 <= self.smooth_alpha <= 1.0:
+            raise ValueError(f"--smooth-alpha must be in 0..1, got {self.smooth_alpha}")
+        check_exportable(self.bits_w, self.group_size)
+
+    def to_json(self) -> dict:
+        """The fields; the budget and plan only when set, so older configs hash the same."""
+        data = asdict(self)
+        if self.avg_bits is None:
+            del data["avg_bits"], data["plan"]
+        if self.recipe == "taq":
+            del data["recipe"]
+        return data
+
+    @classmethod
+    def for_recipe(cls, recipe: str = "taq", **given) -> AnalyzeConfig:
+        """The recipe's defaults (`RECIPE_DEFAULTS`), then the `given` fields (None: not
+        given); TierRule's fields go to `rule`."""
+        if recipe not in RECIPES:
+            raise ValueError(f"--recipe {recipe!r} is unknown: pick one of {', '.join(RECIPES)}")
+        fields = {**RECIPE_DEFAULTS[recipe]}
+        fields.update({k: v for k, v in given.items() if v is not None})
+        rule_names = TierRule().to_json()
+        rule = TierRule(**{k: fields.pop(k) for k in list(fields) if k in rule_names})
+        return cls(rule=rule, recipe=recipe, **fields)
+
+
+def analyze_config(flags: object) -> AnalyzeConfig:
+    """`AnalyzeConfig` from `taq-actstats analyze`'s flags (an argparse namespace, or `taq
+    run`'s config, whose fields are named alike): `AnalyzeConfig.for_recipe` with the flags'
+    recipe (default taq); a flag that is absent or None keeps the recipe's default."""
+    names = [f.name for f in fields(AnalyzeConfig) if f.name not in ("rule", "recipe")]
+    given = {name: getattr(flags, name, None) for name in (*TierRule().to_json(), *names)}
+    if getattr(flags, "no_static_cap", False):
+        given["static_cap"] = False
+    return AnalyzeConfig.for_recipe(getattr(flags, "recipe", "taq"), **given)
+
+
+def create_quant_config_group(
+    store: Store,
+    config: AnalyzeConfig,
+    *,
+    producer: str,
+    inputs: Mapping[str, str],
+    sizes: Mapping[str, int],
+    constants: Mapping[str, object],
+    overwrite: bool = False,
+) -> StageGroup:
+    """Write the whole plan (constants only) and commit it."""
+    group = store.create_group(
+        OWNED_GROUP,
+        producer=producer,
+        config=config.to_json(),
+        inputs=inputs,
+        sizes=sizes,
+        constants=constants,
+        overwrite=overwrite,
+    )
+    group.mark_complete()
+    return group
+
+
+def require_quant_config(store: Store, **kwargs) -> StageGroup:
+    """The complete, up-to-date `quant_config` group to read (`Store.require_group`'s
+    refusals)."""
+    return store.require_group(OWNED_GROUP, **kwargs)
+
+
+def analyze_config_of(group: StageGroup) -> AnalyzeConfig:
+    """The `AnalyzeConfig` a `quant_config` group was made with (fields it does not record
+    keep their defaults)."""
+    recorded = dict(group.meta.config)
+    known = {f.name for f in fields(AnalyzeConfig)}
+    rule = TierRule(
+        **{k: v for k, v in recorded.pop("rule", {}).items() if k in TierRule().to_json()}
+    )
+    return AnalyzeConfig(rule=rule, **{k: v for k, v in recorded.items() if k in known})

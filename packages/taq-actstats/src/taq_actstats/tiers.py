@@ -10,7 +10,8 @@ Two rules, both picking the fewest bits a layer's input at a timestep may have:
   were tuned on DiT-XL's activations, and on tiny-digits (inputs up to absmax 1-13) they lose
   to static A8 (README: earlier design measurements).
 
-Under both, a high p99/p50 ratio (heavy tails) forces A8.
+Under both, a high p99/p50 ratio (heavy tails) forces A8. The rule's settings (`TierRule`) live
+with the `quant_config` group's config, in `taq_run.quant_config`.
 """
 
 from __future__ import annotations

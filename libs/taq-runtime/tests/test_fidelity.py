@@ -1,13 +1,19 @@
 import numpy as np
 import pytest
 
-from taq_shapes.fidelity import PSNR_CAP, image_fidelity, per_image_psnr, per_image_ssim
-from taq_shapes.render import make_dataset
+from taq_runtime.fidelity import PSNR_CAP, image_fidelity, per_image_psnr, per_image_ssim
 
 
 @pytest.fixture(scope="module")
 def images():
-    return make_dataset(40, seed=9)[0]
+    """40 32x32 RGB scenes: a flat-colour rectangle on a flat background."""
+    rng = np.random.default_rng(9)
+    out = np.empty((40, 32, 32, 3), np.uint8)
+    for image in out:
+        image[:] = rng.integers(0, 256, 3)
+        (y, x), (h, w) = rng.integers(2, 16, 2), rng.integers(6, 14, 2)
+        image[y : y + h, x : x + w] = rng.integers(0, 256, 3)
+    return out
 
 
 def test_identical_images_are_perfect(images):

@@ -36,7 +36,7 @@ from taq_run.calib import require_calib
 from taq_run.quant_config import require_quant_config
 from taq_run.weights import adaround_config_of, require_weights
 from taq_runtime.cli import progress
-from taq_shapes.fidelity import psnr_from_mse
+from taq_runtime.fidelity import psnr_from_mse
 from taq_tiny import classifier as digit_classifier
 from taq_tiny.data import load_digit_images
 

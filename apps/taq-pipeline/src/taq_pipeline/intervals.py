@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from taq_shapes.fidelity import psnr_from_mse as psnr_db  # the one PSNR (uint8 peak)
+from taq_runtime.fidelity import psnr_from_mse as psnr_db  # the one PSNR (uint8 peak)
 
 RESAMPLES = 2000
 LEVEL = 0.95

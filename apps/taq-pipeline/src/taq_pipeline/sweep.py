@@ -41,7 +41,7 @@ from taq_pipeline.seeds import SPLITS, seed_split  # noqa: E402
 from taq_run.calib import calib_config_of, require_calib  # noqa: E402
 from taq_run.quant_config import PLANS, RECIPES, AnalyzeConfig, require_quant_config  # noqa: E402
 from taq_run.weights import adaround_config_of, require_weights  # noqa: E402
-from taq_shapes.fidelity import psnr_from_mse  # noqa: E402
+from taq_runtime.fidelity import psnr_from_mse  # noqa: E402
 from taq_tiny import classifier as digit_classifier  # noqa: E402
 
 SWEEP_VERSION = 1

@@ -15,12 +15,14 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from taq_model.compat import import_diffusionkit
+from taq_model.toy import load_toy_weights, toy_mmdit_config
 
 DIGIT_PROMPTS = tuple(f"digit {i}" for i in range(10))
 NULL_CLASS = 10
 NUM_TOKENS = 4
 TOKEN_WIDTH = 64
 POOLED_WIDTH = 64
+LATENT_SHAPE = (16, 16, 1)
 TINY_DIGITS_WEIGHTS = Path(__file__).parent / "weights" / "tiny_digits.safetensors"
 
 
@@ -45,21 +47,7 @@ def parse_digit_prompt(prompt: str) -> int:
 
 
 def tiny_digits_config():
-    import_diffusionkit()
-    from diffusionkit.mlx.config import MMDiTConfig
-
-    return MMDiTConfig(
-        num_heads=4,
-        depth_multimodal=4,
-        hidden_size_override=128,
-        max_latent_resolution=16,
-        vae_latent_dim=1,
-        pooled_text_embed_dim=POOLED_WIDTH,
-        token_level_text_embed_dim=TOKEN_WIDTH,
-        dtype=mx.float32,
-        float16_dtype=mx.float32,
-        low_memory_mode=False,
-    )
+    return toy_mmdit_config(LATENT_SHAPE, TOKEN_WIDTH, POOLED_WIDTH)
 
 
 class DigitConditioner(nn.Module):
@@ -79,14 +67,4 @@ def load_tiny_digits(path: str | Path = TINY_DIGITS_WEIGHTS):
     import_diffusionkit()
     from diffusionkit.mlx.mmdit import MMDiT
 
-    weights = mx.load(str(path))
-    mmdit, conditioner = MMDiT(tiny_digits_config()), DigitConditioner()
-    for prefix, module in (("mmdit.", mmdit), ("conditioner.", conditioner)):
-        items = [
-            (k.removeprefix(prefix), v.astype(mx.float32))
-            for k, v in weights.items()
-            if k.startswith(prefix)
-        ]
-        module.load_weights(items)
-    mx.eval(mmdit.parameters(), conditioner.parameters())
-    return mmdit, conditioner
+    return load_toy_weights(mx.load(str(path)), MMDiT(tiny_digits_config()), DigitConditioner())

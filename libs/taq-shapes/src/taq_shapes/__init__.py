@@ -1,1 +1,1 @@
-"""tiny-shapes: procedural scenes, prompt grammar, parsed evaluator, fidelity metrics."""
+"""tiny-shapes: procedural scenes, prompt grammar, parsed evaluator."""

@@ -18,6 +18,7 @@ import mlx.nn as nn
 import numpy as np
 
 from taq_model.compat import import_diffusionkit
+from taq_model.toy import load_toy_weights, toy_mmdit_config
 from taq_shapes.grammar import NUM_SLOTS, SLOTS
 
 TOKEN_WIDTH = 64
@@ -27,21 +28,7 @@ TINY_SHAPES_WEIGHTS = Path(__file__).parent / "weights" / "tiny_shapes.safetenso
 
 
 def tiny_shapes_config(hidden: int = 128, depth: int = 4, heads: int = 4):
-    import_diffusionkit()
-    from diffusionkit.mlx.config import MMDiTConfig
-
-    return MMDiTConfig(
-        num_heads=heads,
-        depth_multimodal=depth,
-        hidden_size_override=hidden,
-        max_latent_resolution=LATENT_SHAPE[0],
-        vae_latent_dim=LATENT_SHAPE[2],
-        pooled_text_embed_dim=POOLED_WIDTH,
-        token_level_text_embed_dim=TOKEN_WIDTH,
-        dtype=mx.float32,
-        float16_dtype=mx.float32,
-        low_memory_mode=False,
-    )
+    return toy_mmdit_config(LATENT_SHAPE, TOKEN_WIDTH, POOLED_WIDTH, hidden, depth, heads)
 
 
 class ShapesConditioner(nn.Module):
@@ -83,13 +70,4 @@ def load_tiny_shapes(path: str | Path = TINY_SHAPES_WEIGHTS):
     weights, metadata = mx.load(str(path), return_metadata=True)
     recipe = json.loads(metadata.get("recipe", "{}"))
     dims = {k: recipe[k] for k in ("hidden", "depth", "heads") if k in recipe}
-    mmdit, conditioner = MMDiT(tiny_shapes_config(**dims)), ShapesConditioner()
-    for prefix, module in (("mmdit.", mmdit), ("conditioner.", conditioner)):
-        items = [
-            (k.removeprefix(prefix), v.astype(mx.float32))
-            for k, v in weights.items()
-            if k.startswith(prefix)
-        ]
-        module.load_weights(items)
-    mx.eval(mmdit.parameters(), conditioner.parameters())
-    return mmdit, conditioner
+    return load_toy_weights(weights, MMDiT(tiny_shapes_config(**dims)), ShapesConditioner())

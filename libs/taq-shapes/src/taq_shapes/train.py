@@ -1,6 +1,6 @@
 """Train the `tiny-shapes` MMDiT on procedurally drawn scenes (rectified flow).
 
-The loss and the per-sample modulation are tiny-digits' (`taq_tiny.train`):
+The loss and the per-sample modulation are tiny-digits' (`taq_model.toy`):
 predict `noise - x0` at `x_t = (1 - sigma) x0 + sigma noise`, sigma logit-normal. What
 differs: each step draws a fresh batch of scenes from a generator seeded by (seed, step), so a
 run is deterministic and resumes exactly; the step is compiled (`mx.compile`); an exponential
@@ -29,11 +29,11 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from taq_model.compat import import_diffusionkit
+from taq_model.toy import rectified_flow_loss
 from taq_runtime.cli import add_version_flag, run_cli
 from taq_shapes.grammar import NULL_LABELS, random_scene
 from taq_shapes.model import ShapesConditioner, images_to_latents, tiny_shapes_config
 from taq_shapes.render import render_scene
-from taq_tiny.train import rectified_flow_loss
 
 logger = logging.getLogger(__name__)
 

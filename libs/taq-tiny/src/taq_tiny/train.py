@@ -1,11 +1,8 @@
 """Train the `tiny-digits` MMDiT on scikit-learn's digits (rectified flow).
 
-Loss: the model predicts `noise - x0` at `x_t = (1 - sigma) x0 + sigma noise`, sigma
-logit-normal, timestep = sigma * 1000 (SD3's recipe, which DiffusionKit's sampler inverts
-with `denoised = x_t - sigma * output`). Labels drop to the null class 10 % of the time so
-classifier-free guidance works. Modulation is computed inside the loss, per sample, and
-placed under one key of each block's `_modulation_params` (blocks only use the timestep
-passed to the forward as that key); `cache_modulation_params` would empty the adaLN weights.
+Loss: `taq_model.toy.rectified_flow_loss` (the model predicts `noise - x0` at
+`x_t = (1 - sigma) x0 + sigma noise`), sigma logit-normal. Labels drop to the null class 10 %
+of the time so classifier-free guidance works.
 
     taq-tiny train-tiny-digits --steps 450 --output tiny_digits.safetensors
 """
@@ -26,11 +23,11 @@ from mlx.utils import tree_flatten
 
 from taq_model.compat import import_diffusionkit
 from taq_model.digits import NULL_CLASS, DigitConditioner, tiny_digits_config
+from taq_model.toy import rectified_flow_loss
 from taq_runtime.cli import ArgumentParser, config_from_flags, progress, run_cli
 from taq_tiny.data import load_digit_images
 
 logger = logging.getLogger(__name__)
-MODULATION_KEY = 0.0
 
 
 @dataclass(frozen=True)
@@ -59,26 +56,6 @@ class TinyDigitsModel(nn.Module):
 
         self.mmdit = MMDiT(tiny_digits_config())
         self.conditioner = DigitConditioner()
-
-
-def set_per_sample_modulation(mmdit: nn.Module, pooled: mx.array, timesteps: mx.array) -> None:
-    """Every sub-block's adaLN output for per-sample (pooled, timestep), under one key."""
-    embedding = mmdit.y_embedder(pooled)[:, None, None, :] + mmdit.t_embedder(timesteps)
-    for block in mmdit.multimodal_transformer_blocks:
-        for sub in (block.image_transformer_block, block.text_transformer_block):
-            sub._modulation_params = {MODULATION_KEY: sub.adaLN_modulation(embedding)}
-    final = mmdit.final_layer
-    final._modulation_params = {MODULATION_KEY: final.adaLN_modulation(embedding)}
-
-
-def rectified_flow_loss(model, x0, labels, sigmas, noise):
-    tokens, pooled = model.conditioner(labels)
-    set_per_sample_modulation(model.mmdit, pooled, sigmas * 1000)
-    s = sigmas[:, None, None, None]
-    x_t = (1 - s) * x0 + s * noise
-    key = mx.full((x0.shape[0],), MODULATION_KEY)
-    output = model.mmdit(x_t, tokens[:, :, None, :], key)
-    return mx.mean((output - (noise - x0)) ** 2)
 
 
 def train(config: TrainConfig) -> TrainResult:

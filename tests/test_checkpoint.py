@@ -13,18 +13,11 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from taq_actstats.analyze import AnalyzeConfig, analyze_stats
-from taq_actstats.collect import CollectConfig, collect_stats
-from taq_adaround.blockio import CacheConfig, cache_block_io
-from taq_adaround.optimize import optimize_blocks
-from taq_adaround.reconstruct import AdaRoundConfig
 from taq_calib import CalibConfig, calibrate
 from taq_infer import PackedLinear, load_quantized
 from taq_infer import cli as infer_cli
 from taq_infer.checkpoint import (
     CheckpointError,
-    ExportConfig,
-    export_checkpoint,
     load_checkpoint,
     projected_nbytes,
 )
@@ -51,26 +44,15 @@ def command(capsys):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(build_store):
     """tiny-digits through calib -> cache -> optimize -> collect -> analyze, minimal."""
-    handle = load_preset("tiny-digits")
-    store = Store.create(tmp_path_factory.mktemp("export") / "run.zarr", handle.identity)
-    calibrate(handle, store, CalibConfig("tiny-digits", ("digit 3", "digit 8"), 2, STEPS, 3.0))
-    cache_block_io(handle, store, CacheConfig())
-    optimize_blocks(handle, store, AdaRoundConfig(iters=10, batch_size=4, bits_a=8))
-    collect_stats(handle, store, CollectConfig())
-    analyze_stats(handle, store, AnalyzeConfig())
-    return store
+    return build_store("tiny-digits", ("digit 3", "digit 8"), STEPS, 3.0)
 
 
 @pytest.fixture(scope="module")
-def exported(store, tmp_path_factory):
+def exported(store, exports):
     """The default (compact) export and a lossless one (float32, float adaLN)."""
-    out = tmp_path_factory.mktemp("ckpt")
-    compact = export_checkpoint(ExportConfig(str(store.path), str(out / "model.safetensors")))
-    exact = ExportConfig(str(store.path), str(out / "exact.safetensors"), dtype="float32")
-    exact = ExportConfig(**{**exact.__dict__, "modulation_bits": 0})
-    return compact, export_checkpoint(exact)
+    return exports(store)
 
 
 def generate(model, act_steps=STEPS):

@@ -5,14 +5,12 @@ reproduces the store's samples bit for bit."""
 
 import numpy as np
 import pytest
-from mlx.utils import tree_unflatten
 from PIL import Image
 
 from taq_infer import cli as infer_cli
 from taq_infer import load_quantized
 from taq_infer.artifacts import read_weight_set
 from taq_infer.checkpoint import load_checkpoint
-from taq_infer.packed import DequantizedLinear
 from taq_infer.testing import relative_error
 from taq_model.presets import load_preset
 from taq_model.taxonomy import quantizable_layers
@@ -62,22 +60,11 @@ def test_time_aware_grids_are_capped_at_the_unified_layers_learned_range(flux_st
     assert any(n.startswith("uni") for n in names)
 
 
-def sample(store, weights, act, reference):
-    handle = load_preset(FLUX)
-    model = load_quantized(handle, store, weights=weights, act=act)
-    model.prepare(FLUX_STEPS)
-    if reference:
-        refs = {r.name: r for r in quantizable_layers(handle.mmdit)}
-        swaps = [(refs[n].path, DequantizedLinear.from_packed(p)) for n, p in model.layers.items()]
-        handle.mmdit.update_modules(tree_unflatten(swaps))
-    return model.generate(PROMPTS, SEEDS, FLUX_STEPS, 0.0)
-
-
 @pytest.mark.parametrize("act", ["none", "static"])
-def test_packed_adaround_equals_dequantized_reference(flux_store, act):
+def test_packed_adaround_equals_dequantized_reference(flux_store, act, packed_sample):
     store = flux_store[0]
-    packed = sample(store, "adaround", act, reference=False)
-    reference = sample(store, "adaround", act, reference=True)
+    packed = packed_sample(store, "adaround", act, False, PROMPTS, SEEDS, FLUX_STEPS, 0.0)
+    reference = packed_sample(store, "adaround", act, True, PROMPTS, SEEDS, FLUX_STEPS, 0.0)
     assert relative_error(packed, reference) <= 1e-6
     fp = load_preset(FLUX).generate(PROMPTS, SEEDS, FLUX_STEPS, 0.0)
     assert relative_error(packed, fp) > 1e-5  # W4 acts: the bound above can fail

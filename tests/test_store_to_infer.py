@@ -3,56 +3,34 @@ model samples exactly like a reference holding the dequantized AdaRound weights.
 
 import numpy as np
 import pytest
-from mlx.utils import tree_unflatten
 
 from taq_actstats.analyze import AnalyzeConfig, analyze_stats
 from taq_actstats.collect import CollectConfig, collect_stats
-from taq_adaround.blockio import CacheConfig, cache_block_io
-from taq_adaround.optimize import optimize_blocks
-from taq_adaround.reconstruct import AdaRoundConfig
-from taq_calib import CalibConfig, calibrate
-from taq_infer import load_quantized
 from taq_infer.artifacts import read_weight_set
-from taq_infer.packed import DequantizedLinear
 from taq_infer.testing import relative_error
-from taq_io import Store
 from taq_model.presets import load_preset
-from taq_model.taxonomy import quantizable_layers
 
 STEPS = 4
 
 
+SAMPLES = (["digit 3", "digit 5"], [0, 1], STEPS, 3.0)  # prompts, seeds, steps, cfg
+
+
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    handle = load_preset("tiny-digits")
-    store = Store.create(tmp_path_factory.mktemp("e2e") / "run.zarr", handle.identity)
-    calibrate(handle, store, CalibConfig("tiny-digits", ("digit 3", "digit 8"), 2, STEPS, 3.0))
-    cache_block_io(handle, store, CacheConfig())
-    optimize_blocks(handle, store, AdaRoundConfig(iters=20, batch_size=4))
-    return store
-
-
-def sample(store, weights, act, reference):
-    handle = load_preset("tiny-digits")
-    model = load_quantized(handle, store, weights=weights, act=act)
-    model.prepare(STEPS)
-    if reference:
-        refs = {r.name: r for r in quantizable_layers(handle.mmdit)}
-        swaps = [(refs[n].path, DequantizedLinear.from_packed(p)) for n, p in model.layers.items()]
-        handle.mmdit.update_modules(tree_unflatten(swaps))
-    return model.generate(["digit 3", "digit 5"], [0, 1], STEPS, 3.0)
+def store(build_store):
+    return build_store("tiny-digits", ("digit 3", "digit 8"), STEPS, 3.0, 20, activations=False)
 
 
 @pytest.mark.parametrize("act", ["none", "static"])
-def test_packed_adaround_equals_dequantized_reference(store, act):
-    packed = sample(store, "adaround", act, reference=False)
-    reference = sample(store, "adaround", act, reference=True)
+def test_packed_adaround_equals_dequantized_reference(store, act, packed_sample):
+    packed = packed_sample(store, "adaround", act, False, *SAMPLES)
+    reference = packed_sample(store, "adaround", act, True, *SAMPLES)
     assert relative_error(packed, reference) <= 1e-6
 
 
-def test_rtn_and_adaround_differ(store):
-    rtn = sample(store, "rtn", "none", reference=False)
-    ada = sample(store, "adaround", "none", reference=False)
+def test_rtn_and_adaround_differ(store, packed_sample):
+    rtn = packed_sample(store, "rtn", "none", False, *SAMPLES)
+    ada = packed_sample(store, "adaround", "none", False, *SAMPLES)
     assert relative_error(rtn, ada) > 1e-4
 
 

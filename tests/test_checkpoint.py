@@ -125,17 +125,23 @@ def readme_snippet() -> str:
     return text[start : text.index("```", start)]
 
 
+def plain_inputs(handle, prompt: str, cfg: float, x_shape, timesteps, seed: int) -> dict:
+    """One MMDiT forward's inputs: seeded latents `x_shape`, the prompt's conditioning (CFG
+    batch when `cfg`), and the `timesteps` to run at."""
+    tokens, pooled = handle.encode([prompt]).model_batch(cfg)
+    return {
+        "x": mx.random.normal(x_shape, key=mx.random.key(seed)),
+        "tokens": mx.expand_dims(tokens, 2),
+        "pooled": pooled,
+        "timesteps": mx.array(timesteps),
+    }
+
+
 def test_plain_mlx_loads_the_checkpoint_with_identical_outputs(exported, tmp_path, monkeypatch):
     path = exported[0].output  # W4 adaLN too: every nn.Linear a QuantizedLinear but the embedders
     (tmp_path / "model.safetensors").symlink_to(path)
     handle = load_preset("tiny-digits")
-    tokens, pooled = handle.encode(["digit 4"]).model_batch(3.0)
-    inputs = {
-        "x": mx.random.normal((2, 16, 16, 1), key=mx.random.key(0)),
-        "tokens": mx.expand_dims(tokens, 2),
-        "pooled": pooled,
-        "timesteps": mx.array([1000.0, 250.0]),
-    }
+    inputs = plain_inputs(handle, "digit 4", 3.0, (2, 16, 16, 1), [1000.0, 250.0], seed=0)
     mx.save_safetensors(str(tmp_path / "inputs.safetensors"), inputs)
     script = tmp_path / "plain.py"
     script.write_text(readme_snippet() + HARNESS)  # a fresh interpreter, the user's imports
@@ -171,13 +177,7 @@ def test_flux_like_checkpoint_loads_in_plain_mlx_identically(flux_store, tmp_pat
     namespace = {}
     exec(readme_snippet(), namespace)  # the user's code, in this process
     fresh = load_preset("flux-schnell-tiny")
-    tokens, pooled = fresh.encode(["a red cube"]).model_batch(0.0)
-    inputs = {
-        "x": mx.random.normal((1, 8, 8, 16), key=mx.random.key(1)),
-        "tokens": mx.expand_dims(tokens, 2),
-        "pooled": pooled,
-        "timesteps": mx.array([1000.0, 500.0]),
-    }
+    inputs = plain_inputs(fresh, "a red cube", 0.0, (1, 8, 8, 16), [1000.0, 500.0], seed=1)
     monkeypatch.setattr(PackedLinear, "kernel", "quantized")
     loaded = load_checkpoint(path, fresh, act="none")
     assert "uni1.unified.mlp.fc2" in loaded.layers

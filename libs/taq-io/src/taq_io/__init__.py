@@ -21,11 +21,13 @@ from taq_io.errors import (
     StoreLockedError,
     StoreNotFoundError,
     StoreNotWritableError,
+    StoreUnreachableError,
     UnitNotDoneError,
 )
 from taq_io.group import GroupMeta, GroupStatus, StageGroup
 from taq_io.health import StoreStatus, describe
 from taq_io.identity import ModelIdentity, config_hash
+from taq_io.location import is_url, local_parent, store_stem
 from taq_io.schema import GROUPS, SCHEMA_VERSION, ArraySpec, GroupSpec
 from taq_io.store import COMPLETE, MISSING, PARTIAL, STALE, GroupState, Store
 
@@ -59,9 +61,13 @@ __all__ = [
     "StoreNotFoundError",
     "StoreNotWritableError",
     "StoreStatus",
+    "StoreUnreachableError",
     "UnitNotDoneError",
     "config_hash",
     "describe",
     "from_bfloat16_bits",
+    "is_url",
+    "local_parent",
+    "store_stem",
     "to_bfloat16_bits",
 ]

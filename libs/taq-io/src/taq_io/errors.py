@@ -32,6 +32,10 @@ class StoreNotWritableError(StoreError):
     """The store cannot be created or written at the path."""
 
 
+class StoreUnreachableError(StoreError):
+    """A URL store cannot be reached: no connection, no credentials, no bucket."""
+
+
 class StoreLockedError(StoreError):
     """Another process is writing the store (one writer at a time)."""
 

@@ -8,20 +8,30 @@ who holds the store. The kernel drops a `flock` when its process dies, however i
 and overwrites the stale record. Readers take no lock; they trust only committed groups
 (`complete` is written last).
 
-`lock_for(path)` picks the implementation for a store; a store that is not a local directory
-(an object store) would get its own `WriterLock` there.
+A store on object storage (`taq_io.location`) has no flock: its lock is an object,
+`<store>/taq-writer.lock`, holding the same record (`ObjectLock`). It is created with a
+conditional put (S3 `If-None-Match: *`): of two writers creating it at once exactly one
+succeeds. Nothing notices when its holder dies, so a writer that finds the lock held takes it
+over when the holder ran on this host and its pid is gone (a kill, then `--resume`), replacing
+exactly the record it read (`If-Match` on its ETag: of two writers taking over at once, one
+wins). A lock left by a writer that died on another machine is refused, naming the object to
+delete by hand.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import sys
 import time
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from taq_io.errors import StoreLockedError, StoreNotWritableError
 
@@ -121,6 +131,120 @@ class FileLock:
             return None
 
 
+def _alive_here(record: dict | None) -> bool:
+    """Whether the record's holder may still be running: true unless it ran on this host and
+    its pid is gone."""
+    if not record or record.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    return True
+
+
+class ObjectLock:
+    """A lock object in an object store (see the module docstring); re-entrant within one
+    process. `errors` turns the storage library's errors into one-line `StoreError`s."""
+
+    _held: dict[str, tuple[str, int]] = {}  # lock key -> (our token, holders in this process)
+
+    def __init__(
+        self, fs: Any, key: str, label: str, errors: Callable[[], AbstractContextManager]
+    ) -> None:
+        self.fs = fs
+        self.key = key
+        self.label = label
+        self._errors = errors
+
+    def acquire(self) -> None:
+        if self.key in ObjectLock._held:
+            token, count = ObjectLock._held[self.key]
+            ObjectLock._held[self.key] = (token, count + 1)
+            return
+        token = uuid.uuid4().hex
+        body = json.dumps({**holder_record(), "token": token}).encode()
+        with self._errors():
+            try:
+                self.fs.pipe_file(self.key, body, mode="create")
+            except FileExistsError:
+                record, etag = self._read()
+                if _alive_here(record):
+                    raise StoreLockedError(
+                        f"{self.label} is being written by {describe_holder(record)}: wait for "
+                        "it to finish (or stop it), then rerun; if that process is gone, delete "
+                        f"{self.label}/{LOCK_FILE}"
+                    ) from None
+                if not self._replace(body, etag):
+                    raise StoreLockedError(
+                        f"{self.label} was just taken by another writer: wait for it to finish, "
+                        "then rerun"
+                    ) from None
+        ObjectLock._held[self.key] = (token, 1)
+
+    def release(self) -> None:
+        if self.key not in ObjectLock._held:
+            return
+        token, count = ObjectLock._held[self.key]
+        if count > 1:
+            ObjectLock._held[self.key] = (token, count - 1)
+            return
+        del ObjectLock._held[self.key]
+        try:
+            with self._errors():
+                record, etag = self._read()
+                if record and record.get("token") == token:  # never delete another's lock
+                    self._call("delete_object", IfMatch=etag)
+        except Exception as error:  # noqa: BLE001 - at exit: the lock is left, said once
+            logging.getLogger(__name__).warning(
+                "could not release the writer lock %s/%s (%s): delete it if no writer runs",
+                self.label,
+                LOCK_FILE,
+                error,
+            )
+
+    def holder(self) -> dict | None:
+        with self._errors():
+            return self._read()[0]
+
+    def _read(self) -> tuple[dict | None, str | None]:
+        self.fs.invalidate_cache(self.key)
+        try:
+            etag = self.fs.info(self.key).get("ETag")
+            text = self.fs.cat_file(self.key)
+        except FileNotFoundError:
+            return None, None
+        try:
+            return json.loads(text), etag
+        except ValueError:
+            return None, etag
+
+    def _call(self, method: str, **kwargs: Any) -> None:
+        from fsspec.asyn import sync
+
+        bucket, key, _ = self.fs.split_path(self.key)
+        sync(self.fs.loop, self.fs._call_s3, method, Bucket=bucket, Key=key, **kwargs)
+        self.fs.invalidate_cache(self.key)
+
+    def _replace(self, body: bytes, etag: str | None) -> bool:
+        """Put `body` over the lock object if it is still the one with `etag`."""
+        try:
+            if etag is None:
+                self.fs.pipe_file(self.key, body, mode="create")
+            else:
+                self._call("put_object", Body=body, IfMatch=etag)
+        except (FileExistsError, OSError) as error:
+            if "pre-condition" in str(error) or "precondition" in str(error).lower():
+                return False
+            if isinstance(error, FileExistsError):
+                return False
+            raise
+        return True
+
+
 def lock_for(store_path: str | Path) -> WriterLock:
-    """The writer lock of the store at `store_path` (a local directory)."""
+    """The writer lock of the store at `store_path` (a local directory; a store at a URL gets
+    its `ObjectLock` from `taq_io.location`)."""
     return FileLock(Path(store_path))

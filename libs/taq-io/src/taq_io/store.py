@@ -8,8 +8,6 @@ groups. Every refusal is a `StoreError` whose message names the command that fix
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +17,6 @@ from typing import Literal
 
 import zarr
 from numpy.typing import ArrayLike
-from zarr.storage import LocalStore
 
 from taq_io.errors import (
     CorruptGroupError,
@@ -38,7 +35,8 @@ from taq_io.errors import (
 from taq_io.group import GroupMeta, StageGroup
 from taq_io.identity import ModelIdentity, config_hash
 from taq_io.integrity import verify_group
-from taq_io.lock import LOCK_FILE, WriterLock, lock_for
+from taq_io.location import Location, locate
+from taq_io.lock import WriterLock
 from taq_io.schema import ATTRS_KEY, GROUPS, SCHEMA_NAME, SCHEMA_VERSION, GroupSpec
 
 CREATED_BY = f"taq-io {version('taq-io')}"
@@ -60,11 +58,12 @@ class GroupState:
 
 
 class Store:
-    """An open taq store. Use `Store.create`, `Store.open` or `Store.open_or_create`."""
+    """An open taq store. Use `Store.create`, `Store.open` or `Store.open_or_create`.
+    `path` is the local directory, or the URL of a store on object storage (a str)."""
 
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         root: zarr.Group,
         model: ModelIdentity,
         schema_version: str,
@@ -86,21 +85,20 @@ class Store:
 
     @classmethod
     def create(cls, path: str | Path, model: ModelIdentity, overwrite: bool = False) -> Store:
-        """A new, empty store at `path` (a missing or empty directory, or a taq store to
-        replace when `overwrite`). Never removes a directory that is not a taq store.
+        """A new, empty store at `path` (a missing or empty directory or URL, or a taq store
+        to replace when `overwrite`). Never removes what is not a taq store.
         The new store holds the writer lock (see `taq_io.lock`)."""
-        path = Path(path)
+        where = locate(path)
+        label = where.label
         lock = None
-        if path.exists() and not _is_empty_dir(path):
-            _read_root_record(path)  # refuses what is not a taq store
+        if where.exists() and not where.is_empty():
+            _read_root_record(where)  # refuses what is not a taq store
             if not overwrite:
                 raise StoreExistsError(
-                    f"{path} is already a taq store: open it, or pass --overwrite to replace it"
+                    f"{label} is already a taq store: open it, or pass --overwrite to replace it"
                 )
-            lock = _acquire(path)
-            for child in path.iterdir():  # keep the lock file: it is what we hold
-                if child.name != LOCK_FILE:
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            lock = _acquire(where)
+            where.clear()  # keeps the lock: it is what we hold
         record = {
             "schema": SCHEMA_NAME,
             "schema_version": SCHEMA_VERSION,
@@ -109,11 +107,14 @@ class Store:
         }
         try:
             if lock is None:
-                path.mkdir(parents=True, exist_ok=True)
-                lock = _acquire(path)
+                where.prepare()
+                lock = _acquire(where)
             # "a", not "w": "w" would clear the directory, lock file included
             root = zarr.open_group(
-                store=LocalStore(path), mode="a", zarr_format=3, attributes={ATTRS_KEY: record}
+                store=where.zarr_store(read_only=False),
+                mode="a",
+                zarr_format=3,
+                attributes={ATTRS_KEY: record},
             )
             if root.attrs.get(ATTRS_KEY) != record:  # a record left by a create that died
                 root.attrs.put({ATTRS_KEY: record})
@@ -121,10 +122,14 @@ class Store:
             if lock is not None:
                 lock.release()
             raise StoreNotWritableError(
-                f"cannot create a store at {path} ({error.strerror or error}): "
+                f"cannot create a store at {label} ({error.strerror or error}): "
                 "pass a writable --store path"
             ) from error
-        return cls(path, root, model, SCHEMA_VERSION, lock)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        return cls(label, root, model, SCHEMA_VERSION, lock)
 
     @classmethod
     def open(
@@ -135,36 +140,37 @@ class Store:
     ) -> Store:
         """Open an existing store; with `model`, refuse a store made for another model.
         `mode="r+"` takes the writer lock (refused while another process writes the store)."""
-        path = Path(path)
-        record = _read_root_record(path)
+        where = locate(path)
+        label = where.label
+        record = _read_root_record(where)
         stored_model = ModelIdentity(**record["model"])
         if model is not None and model != stored_model:
             raise ModelMismatchError(
-                f"{path} is for model {stored_model}, you asked for {model}: use another --store"
+                f"{label} is for model {stored_model}, you asked for {model}: use another --store"
             )
         lock = None
         if mode == "r+":
-            _check_writable(path)
-            lock = _acquire(path)
+            where.check_writable()
+            lock = _acquire(where)
         root = zarr.open_group(
-            store=LocalStore(path, read_only=mode == "r"), mode=mode, zarr_format=3
+            store=where.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3
         )
-        return cls(path, root, stored_model, record["schema_version"], lock)
+        return cls(label, root, stored_model, record["schema_version"], lock)
 
     @staticmethod
     def recorded_model(path: str | Path) -> ModelIdentity | None:
         """The model the store at `path` was made for (None: no store there yet), read from
         its root record alone, so a wrong `--model` is refused before the model is built."""
-        path = Path(path)
-        if not path.exists() or _is_empty_dir(path):
+        where = locate(path)
+        if not where.exists() or where.is_empty():
             return None
-        return ModelIdentity(**_read_root_record(path)["model"])
+        return ModelIdentity(**_read_root_record(where)["model"])
 
     @classmethod
     def open_or_create(cls, path: str | Path, model: ModelIdentity) -> Store:
         """What a writing stage wants: the store at `path` for `model`, created if absent."""
-        path = Path(path)
-        if not path.exists() or _is_empty_dir(path):
+        where = locate(path)
+        if not where.exists() or where.is_empty():
             return cls.create(path, model)
         return cls.open(path, model, mode="r+")
 
@@ -398,28 +404,25 @@ def _difference(
     return None
 
 
-def _is_empty_dir(path: Path) -> bool:
-    """An empty directory, or one holding only a lock file (a create that died early)."""
-    return path.is_dir() and all(child.name == LOCK_FILE for child in path.iterdir())
-
-
-def _acquire(path: Path) -> WriterLock:
-    lock = lock_for(path)
+def _acquire(where: Location) -> WriterLock:
+    lock = where.lock()
     lock.acquire()
     return lock
 
 
-def _read_root_record(path: Path) -> dict:
-    """The root's `taq` attribute, after checking the path holds a taq store we can read."""
-    if not path.exists():
+def _read_root_record(where: Location) -> dict:
+    """The root's `taq` attribute, after checking the location holds a taq store we read."""
+    path = where.label
+    if not where.exists():
         raise StoreNotFoundError(
             f"no taq store at {path}: run `{FIRST_COMMAND} --store {path}` first"
         )
-    metadata_file = path / "zarr.json"
-    if not metadata_file.is_file():
+    metadata_file = f"{path}/zarr.json"
+    text = where.read_text("zarr.json")
+    if text is None:
         raise NotATaqStoreError(f"{path} exists but is not a taq store: pass another --store path")
     try:
-        metadata = json.loads(metadata_file.read_text())
+        metadata = json.loads(text)
         record = metadata.get("attributes", {}).get(ATTRS_KEY)
     except (ValueError, AttributeError) as error:
         raise CorruptStoreError(
@@ -445,14 +448,3 @@ def _read_root_record(path: Path) -> dict:
             f"reads {our_major}.x: upgrade taq, or re-run into a new --store"
         )
     return record
-
-
-def _check_writable(path: Path) -> None:
-    try:
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        raise StoreNotWritableError(
-            f"{path} is not writable ({error.strerror or error}): fix its permissions or "
-            "pass another --store path"
-        ) from error

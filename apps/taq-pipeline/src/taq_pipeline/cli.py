@@ -17,7 +17,7 @@ from taq_infer import InferenceError
 from taq_infer.artifacts import WEIGHT_METHODS
 from taq_infer.checkpoint import ExportConfig, export_checkpoint
 from taq_infer.loading import SCALE_DTYPES
-from taq_io import Store, StoreError, describe
+from taq_io import Store, StoreError, describe, is_url
 from taq_io.integrity import verify_group
 from taq_pipeline.evaluate import (
     CLAIMS,
@@ -147,6 +147,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{'stage':<20}{'how':<18}{'seconds':>8}  written to {config.store}")
     for t in timings:
         print(f"{t.name:<20}{t.outcome:<18}{t.seconds:>8.1f}  {', '.join(t.groups)}")
+    if is_url(config.store):
+        print("(the store is on object storage: evaluation and report are local files)")
     print(f"evaluation: {report.parent / EVAL_FILE}")
     print(f"report: {report} (+ report.json, samples.png, block_mse.png, quality_vs_bits.png)")
     return 0
@@ -232,7 +234,7 @@ def _doctor(args: argparse.Namespace) -> int:
         raise UsageError("--verify checks a store: pass --store PATH")
     print("\n".join(line for line in environment_report().lines() if line))
     if args.store:
-        if not Path(args.store).exists():
+        if not is_url(args.store) and not Path(args.store).exists():
             raise UsageError(f"no store at {args.store}")
         lines = store_health(args.store, verify=args.verify)
         print("\n".join(lines))

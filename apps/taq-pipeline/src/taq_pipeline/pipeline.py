@@ -22,7 +22,7 @@ from taq_adaround.blockio import CacheConfig, cache_block_io
 from taq_adaround.optimize import optimize_blocks
 from taq_calib.calibration import CalibConfig, calib_config, calibrate
 from taq_calib.cli import read_prompts
-from taq_io import COMPLETE, MISSING, PARTIAL, STALE, Store, StoreError
+from taq_io import COMPLETE, MISSING, PARTIAL, STALE, Store, StoreError, local_parent, store_stem
 from taq_model.presets import ModelHandle, ModelOptions, load_preset
 from taq_model.taxonomy import block_names
 from taq_run.quant_config import AnalyzeConfig, TierRule, analyze_config
@@ -243,5 +243,6 @@ def run_stages(
 
 
 def report_dir(store_path: str | Path) -> Path:
-    path = Path(store_path)
-    return path.parent / f"{path.stem}-report"
+    """The evaluation and report files of a store: `<store>-report` beside a local store; a
+    store on object storage (`s3://...`) gets it in the current directory (local files)."""
+    return local_parent(store_path) / f"{store_stem(store_path)}-report"

@@ -33,7 +33,7 @@ from taq_actstats.analyze import analyze_stats  # noqa: E402
 from taq_adaround.blockio import require_blockio  # noqa: E402
 from taq_adaround.optimize import optimize_blocks  # noqa: E402
 from taq_adaround.reconstruct import AdaRoundConfig  # noqa: E402
-from taq_io import Store, StoreError, config_hash  # noqa: E402
+from taq_io import Store, StoreError, config_hash, is_url, local_parent, store_stem  # noqa: E402
 from taq_model.presets import load_preset  # noqa: E402
 from taq_pipeline.evaluate import EvalConfig, _write_json, load_eval, render_variant  # noqa: E402
 from taq_pipeline.groups import require  # noqa: E402
@@ -115,8 +115,7 @@ def sweep_points(config: SweepConfig) -> list[Point]:
 
 
 def sweep_dir(store_path: str | Path) -> Path:
-    path = Path(store_path)
-    return path.parent / f"{path.stem}-sweep"
+    return local_parent(store_path) / f"{store_stem(store_path)}-sweep"
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -163,8 +162,8 @@ def _prepare(base: Store, out: Path, point: Point, config: SweepConfig, handle) 
 
 def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
     """Every point's metrics (resuming from `sweep.json`); writes the table and plots."""
-    base = Store.open(store_path)
-    if not Path(base.path).is_dir():
+    base = None if is_url(store_path) else Store.open(store_path)
+    if base is None or not Path(base.path).is_dir():
         raise StoreError(f"taq sweep copies groups on disk: {store_path} must be a local store")
     for path in BASE_INPUTS:
         require(base, *path.split("/"))

@@ -13,6 +13,7 @@ that regenerates the group: the stage upstream of the reader, not the reader its
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 from collections.abc import Sequence
@@ -53,12 +54,14 @@ def missing_chunks(array: zarr.Array, unit: int | None = None) -> list[tuple[int
     if not (array.attrs.get(ATTRS_KEY) or {}).get(EVERY_CHUNK) or 0 in array.shape:
         return []
     store, prefix = array.store_path.store, array.store_path.path
-    missing = []
-    for coords in _chunk_coords(array, unit):
-        key = array.metadata.encode_chunk_key(coords)
-        if not sync(store.exists(f"{prefix}/{key}" if prefix else key)):
-            missing.append(coords)
-    return missing
+    coords = _chunk_coords(array, unit)
+    keys = [array.metadata.encode_chunk_key(c) for c in coords]
+    keys = [f"{prefix}/{key}" if prefix else key for key in keys]
+
+    async def exist() -> list[bool]:  # at once: on object storage each is a round trip
+        return await asyncio.gather(*(store.exists(key) for key in keys))
+
+    return [c for c, found in zip(coords, sync(exist()), strict=True) if not found]
 
 
 def _where(spec: GroupSpec, array_spec: ArraySpec, unit: int | None, bad: np.ndarray) -> str:

@@ -136,19 +136,20 @@ class UrlLocation:
             raise _translate(self.url, self.protocol, error) from None
 
     def _probe(self) -> None:
-        """Reach the store once, failing fast: connection, credentials, the bucket."""
+        """Reach the store's bucket once, failing fast: connection, credentials, the bucket
+        (`exists` would answer False for all three)."""
         import fsspec
 
         options = PROBE_OPTIONS.get(self.protocol, {})
         probe = fsspec.filesystem(self.protocol, skip_instance_cache=True, **options)
         bucket = self.root.split("/")[0]
-        if self.protocol in ("s3", "s3a", "gs", "gcs") and not probe.exists(bucket):
+        try:
+            probe.info(bucket)
+        except FileNotFoundError:
             raise StoreUnreachableError(
-                f"bucket {bucket} of {self.url} does not exist (or these credentials cannot "
-                f"see it): create it (e.g. `aws s3 mb {self.protocol}://{bucket}`) or pass "
-                "another --store"
-            )
-        probe.exists(f"{self.root}/zarr.json")
+                f"bucket {bucket} of {self.url} does not exist: create it (for S3: "
+                f"`aws s3 mb {self.protocol}://{bucket}`) or pass another --store"
+            ) from None
 
     def _key(self, name: str) -> str:
         return f"{self.root}/{name}"

@@ -63,13 +63,14 @@ class Store:
 
     def __init__(
         self,
-        path: Path | str,
+        location: Location,
         root: zarr.Group,
         model: ModelIdentity,
         schema_version: str,
         lock: WriterLock | None = None,
     ):
-        self.path = path
+        self.path = location.label
+        self._location = location
         self.model = model
         self.schema_version = schema_version
         self._root = root
@@ -129,7 +130,7 @@ class Store:
             if lock is not None:
                 lock.release()
             raise
-        return cls(label, root, model, SCHEMA_VERSION, lock)
+        return cls(where, root, model, SCHEMA_VERSION, lock)
 
     @classmethod
     def open(
@@ -155,7 +156,7 @@ class Store:
         root = zarr.open_group(
             store=where.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3
         )
-        return cls(label, root, stored_model, record["schema_version"], lock)
+        return cls(where, root, stored_model, record["schema_version"], lock)
 
     @staticmethod
     def recorded_model(path: str | Path) -> ModelIdentity | None:
@@ -279,6 +280,10 @@ class Store:
         if verify and (problems := verify_group(group)):
             raise CorruptGroupError(problems[0])
         return group
+
+    def nbytes(self, group: str) -> int:
+        """Bytes the store holds under `group` (on disk, or in the object store)."""
+        return self._location.nbytes(group)
 
     def record_timing(self, stage: str, seconds: float, outcome: str, groups: list[str]) -> None:
         """Record a stage's wall time in the root record as soon as it completes, so a run

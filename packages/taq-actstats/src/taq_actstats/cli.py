@@ -10,7 +10,7 @@ from pathlib import Path
 from taq_actstats.analyze import analyze_stats
 from taq_actstats.collect import CollectConfig, collect_stats
 from taq_actstats.plots import plot_all, plot_data, select_layers
-from taq_io import MISSING, Store, StoreError
+from taq_io import MISSING, Store, StoreError, local_parent
 from taq_run.quant_config import (
     PLANS,
     RECIPE_DEFAULTS,
@@ -28,7 +28,7 @@ from taq_runtime.cli import UsageError, command_parser, run_cli, writable_dir
 def build_parser() -> argparse.ArgumentParser:
     parser, sub = command_parser("taq-actstats", "taq-actstats", __doc__)
     collect = sub.add_parser("collect", help="per layer x timestep x channel statistics")
-    collect.add_argument("--store", type=Path, required=True)
+    collect.add_argument("--store", required=True, help="a path or s3:// URL")
     collect.add_argument("--num-images", type=int, default=None)
     collect.add_argument("--stride", type=int, default=1)
     collect.add_argument("--layers", default=None, help="glob(s), e.g. 'mm*.image.mlp.fc2'")
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--resume", action="store_true")
     collect.add_argument("--overwrite", action="store_true")
     analyze = sub.add_parser("analyze", help="statistics -> quant_config (A4/A6/A8 tiers)")
-    analyze.add_argument("--store", type=Path, required=True)
+    analyze.add_argument("--store", required=True, help="a path or s3:// URL")
     analyze.add_argument("--local-ckpt", default=None)
     analyze.add_argument(
         "--recipe",
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("--overwrite", action="store_true")
     plot = sub.add_parser("plot", help="PNG plots of the statistics")
-    plot.add_argument("--store", type=Path, required=True)
+    plot.add_argument("--store", required=True, help="a path or s3:// URL")
     plot.add_argument("--out", type=Path, default=None, help="default: STORE/../plots")
     plot.add_argument("--quant-config", action="store_true", help="overlay the tiers")
     plot.add_argument(
@@ -155,7 +155,7 @@ def _plot(args) -> int:
     if args.layers and not args.plot_distributions:
         raise UsageError("--layers chooses distribution plots: add --plot-distributions")
     store = Store.open(args.store)
-    out = writable_dir(args.out or Path(args.store).parent / "plots", "--out")
+    out = writable_dir(args.out or local_parent(args.store) / "plots", "--out")
     data = plot_data(store, distributions=args.plot_distributions)
     quant = None
     if args.quant_config:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from taq_adaround.blockio import CacheConfig, DataError, cache_block_io
 from taq_adaround.optimize import METHODS, optimize_blocks
@@ -21,7 +20,7 @@ def _blocks(text: str | None) -> tuple[str, ...] | None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", type=Path, required=True, help="the run's zarr store")
+    p.add_argument("--store", required=True, help="the run's zarr store (a path or s3:// URL)")
     p.add_argument("--blocks", default=None, help="comma-separated, e.g. mm0,mm1 (default: all)")
     p.add_argument(
         "--local-ckpt",

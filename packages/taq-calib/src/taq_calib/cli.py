@@ -16,7 +16,7 @@ from taq_runtime.cli import ArgumentParser, UsageError, add_version_flag, at_lea
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="taq-calib", description=__doc__)
     add_version_flag(p, "taq-calib")
-    p.add_argument("--store", type=Path, required=True, help="the run's zarr store (directory)")
+    p.add_argument("--store", required=True, help="the run's zarr store (a directory or s3:// URL)")
     p.add_argument("--model", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)}")
     p.add_argument(
         "--local-ckpt",
@@ -91,13 +91,9 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"calib: wrote {result.images_written} image(s) x {len(config.stored_steps)} step(s)"
         f" ({result.images_skipped} already done) in {result.seconds:.1f}s -> "
-        f"{args.store}/calib ({_megabytes(args.store / 'calib'):.1f} MB)"
+        f"{args.store}/calib ({store.nbytes('calib') / 1e6:.1f} MB)"
     )
     return 0
-
-
-def _megabytes(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
 def main(argv: list[str] | None = None) -> int:

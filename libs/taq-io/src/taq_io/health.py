@@ -12,7 +12,7 @@ from taq_io.store import STALE, Store
 
 @dataclass(frozen=True)
 class StoreStatus:
-    path: Path
+    path: Path | str  # a URL for a store on object storage
     schema_version: str
     model: ModelIdentity
     groups: list[GroupStatus]

@@ -27,7 +27,7 @@ from zarr.abc.store import Store as ZarrStore
 from zarr.storage import FsspecStore, LocalStore
 
 from taq_io.errors import StoreError, StoreNotWritableError, StoreUnreachableError
-from taq_io.lock import LOCK_FILE, FileLock, ObjectLock, WriterLock
+from taq_io.lock import LOCK_FILE, ObjectLock, WriterLock, lock_for
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 PROBE_OPTIONS = {"s3": {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 5}}}
@@ -75,7 +75,7 @@ class LocalLocation:
         return LocalStore(self.path, read_only=read_only)
 
     def lock(self) -> WriterLock:
-        return FileLock(self.path)
+        return lock_for(self.path)
 
     def prepare(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -179,7 +179,9 @@ class UrlLocation:
             return FsspecStore.from_url(self.url, read_only=read_only)
 
     def lock(self) -> WriterLock:
-        return ObjectLock(self.fs, self._key(LOCK_FILE), self.label, self.errors)
+        return lock_for(
+            self.url, ObjectLock(self.fs, self._key(LOCK_FILE), self.label, self.errors)
+        )
 
     def prepare(self) -> None:
         """Nothing: object stores have no directories (and s3fs's mkdir would create a

@@ -244,7 +244,8 @@ class ObjectLock:
         return True
 
 
-def lock_for(store_path: str | Path) -> WriterLock:
-    """The writer lock of the store at `store_path` (a local directory; a store at a URL gets
-    its `ObjectLock` from `taq_io.location`)."""
-    return FileLock(Path(store_path))
+def lock_for(store_path: str | Path, object_lock: WriterLock | None = None) -> WriterLock:
+    """The writer lock of the store at `store_path`: `flock` in a local directory; a store at
+    a URL passes its `ObjectLock` (`taq_io.location` makes it). Every writer gets it here."""
+    lock = FileLock(Path(store_path)) if object_lock is None else object_lock
+    return lock

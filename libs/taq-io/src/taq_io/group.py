@@ -78,6 +78,7 @@ class StageGroup:
         if meta.version != spec.version:  # another format, stale: open what it has
             names = [name for name in names if name in zgroup]
         # arrays a later schema minor added: a group written before lacks them
+        self._committed_done: np.ndarray | None = None
         self._absent = {n for n in names if specs[n].since is not None and n not in zgroup}
         names = [name for name in names if name not in self._absent]
         # write_empty_chunks is a runtime setting, not stored: set it on every array opened
@@ -141,8 +142,17 @@ class StageGroup:
         return self._arrays[DONE].shape[0] if self.spec.unit else 0
 
     def done_mask(self) -> np.ndarray:
-        """Which units are whole; all False for a group without units."""
-        return self._arrays[DONE][...] if self.spec.unit else np.zeros(0, dtype=bool)
+        """Which units are whole; all False for a group without units. A committed group's
+        mask no longer changes: it is read once (on object storage each read is a request
+        per chunk, and every read of a unit asks)."""
+        if not self.spec.unit:
+            return np.zeros(0, dtype=bool)
+        if self._committed_done is not None:
+            return self._committed_done.copy()
+        mask = self._arrays[DONE][...]
+        if self.meta.complete:
+            self._committed_done = mask.copy()
+        return mask
 
     def done_units(self) -> np.ndarray:
         """Indices of the units that are written, ascending."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from taq_pipeline.sweep import SweepConfig
+from taq_pipeline.sweep import SweepConfig, point_intervals
 from taq_pipeline.testing import ENV, taq
 
 TINY = ("--weight-bits", "2", "--avg-bits", "8,4", "--plans", "time-aware,static",
@@ -43,13 +43,26 @@ def test_sweep_resumes_after_a_kill(store_copy):
     for name, row in before.items():
         assert name in done_line
         assert finished[name] == row  # not recomputed
-    for name, row in finished.items():
+    for row in finished.values():
         if row["avg_bits"] is not None:
             assert row["act_bits_measured"] == row["avg_bits"]  # 8 and 4 are met exactly
-        if name != "FP":
-            assert np.isfinite(row["psnr_db"]) and 0 <= row["accuracy"] <= 1
+        assert 0 <= row["task"]["accuracy"] <= 1 and len(row["sample_mse"]) == 2
+        assert row["psnr_p10"] <= row["psnr_mean"] and -1 <= row["ssim"] <= 1
     table = (out_dir / "sweep.md").read_text()
     assert sum(line.startswith("| ") for line in table.splitlines()) == POINTS + 1
+    for name, row in finished.items():  # every quantized point's numbers with their interval
+        stats = point_intervals(row)
+        assert set(stats) >= {"ssim", "accuracy"} | (
+            {"psnr_db", "psnr_p10"} if row["mse"] else set()
+        )
+        for key, interval in stats.items():
+            assert interval.low <= interval.value <= interval.high, (name, key)
+        line = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        assert stats["ssim"].describe(".4f") in line
+        if "psnr_db" in stats:
+            assert stats["psnr_db"].describe() in line
+    assert "- AdaRound W2 vs RTN W2: " in table
+    assert "- taq-dit time-aware A4 vs taq-dit static A4: " in table
     for png in ("quality_vs_weight_bits", "quality_vs_activation_bits"):
         pixels = np.asarray(Image.open(out_dir / f"{png}.png").convert("L"), dtype=np.float32)
         assert pixels.std() > 5 and f"({png}.png)" in table

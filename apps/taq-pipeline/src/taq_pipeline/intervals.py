@@ -56,6 +56,13 @@ def mean_interval(values, seed: int = SEED) -> Interval:
     return _interval(values.mean(), draws)
 
 
+def percentile_interval(values, q: float, seed: int = SEED) -> Interval:
+    """The `q`-th percentile of per-sample `values` (a worst-case PSNR) with its interval."""
+    values = np.asarray(values, dtype=np.float64)
+    draws = np.percentile(values[resample_indices(len(values), seed=seed)], q, axis=1)
+    return _interval(float(np.percentile(values, q)), draws)
+
+
 def psnr_interval(sample_mse, seed: int = SEED) -> Interval:
     """PSNR of the mean of per-sample MSEs, with its bootstrap interval."""
     sample_mse = np.asarray(sample_mse, dtype=np.float64)

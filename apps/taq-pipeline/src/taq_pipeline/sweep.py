@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,14 +38,29 @@ from taq_io import Store, StoreError, config_hash, is_url, local_parent, store_s
 from taq_model.presets import load_preset  # noqa: E402
 from taq_pipeline.evaluate import EvalConfig, _write_json, load_eval, render_variant  # noqa: E402
 from taq_pipeline.groups import require  # noqa: E402
+from taq_pipeline.intervals import (  # noqa: E402
+    RESAMPLES,
+    Claim,
+    Interval,
+    compare,
+    mean_interval,
+    percentile_interval,
+    psnr_interval,
+)
 from taq_pipeline.seeds import SPLITS, seed_split  # noqa: E402
+from taq_pipeline.tasks import LABELS, task_metrics, task_scores  # noqa: E402
 from taq_run.calib import calib_config_of, require_calib  # noqa: E402
 from taq_run.quant_config import PLANS, RECIPES, AnalyzeConfig, require_quant_config  # noqa: E402
 from taq_run.weights import adaround_config_of, require_weights  # noqa: E402
-from taq_runtime.fidelity import psnr_from_mse  # noqa: E402
-from taq_tiny import classifier as digit_classifier  # noqa: E402
+from taq_runtime.fidelity import (  # noqa: E402
+    PSNR_CAP,
+    WORST_PERCENTILE,
+    image_fidelity,
+    per_image_ssim,
+    psnr_from_mse,
+)
 
-SWEEP_VERSION = 1
+SWEEP_VERSION = 2  # 2: per-sample MSE, SSIM and task scores (intervals)
 WEIGHT_GROUPS = ("calib", "blockio")
 ACTIVATION_GROUPS = ("calib", "blockio", "actstats", "weights")  # weights need their blockio
 BASE_INPUTS = ("calib", "actstats", "weights/adaround")  # what every point is made from
@@ -206,8 +222,7 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
             evaluation.seed, evaluation.num_images, config.split, config.eval_samples
         ).evaluation
     )
-    digits = evaluation.model == "tiny-digits"
-    labels = np.array([int(p.split()[-1]) for p in prompts]) if digits else None
+    tasks = task_metrics(evaluation.model)
     reference = None
     fp_path = out / "fp_images.npy"
     points = sweep_points(config)
@@ -217,107 +232,211 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
     for point in points:
         if point.name in points_done and (point.options is not None or fp_path.exists()):
             continue
+        start = time.perf_counter()
         store = None if point.store is None else _prepare(base, out, point, config, handle)
+        prepare_seconds = time.perf_counter() - start
         latents, images, _, seconds = render_variant(
             evaluation, store, point.options, prompts, seeds
         )
         if point.options is None:
             np.save(fp_path, images)
         if reference is None:
-            reference = np.load(fp_path).astype(np.float64)
-        mse = float(np.mean((images.astype(np.float64) - reference) ** 2))
-        accuracy = None
-        if digits:
-            accuracy = float(np.mean(digit_classifier.predict(latents) == labels))
+            reference = np.load(fp_path)
         act_bits = None
         if point.avg_bits is not None:
             act_bits = float(require_quant_config(store).read("bits").mean())
         row = {
             **asdict(point),
-            "psnr_db": psnr_from_mse(mse),
-            "mse": mse,
-            "accuracy": accuracy,
+            **measure_point(evaluation.model, prompts, reference, latents, images),
             "act_bits_measured": act_bits,
             "seconds": seconds,
+            "prepare_seconds": prepare_seconds,
         }
         record["points"][point.name] = row
         _write_json(path, record)
-        score = "" if accuracy is None else f", accuracy {accuracy:.0%}"
-        log(f"   {point.name}: PSNR {row['psnr_db']:.2f} dB{score}, {seconds:.1f}s")
-    write_sweep_report(out, record, points)
+        scores = "".join(f", {k} {v:.1%}" for k, v in row["task"].items() if v is not None)
+        log(
+            f"   {point.name}: PSNR {row['psnr_db']:.2f} dB, SSIM {row['ssim']:.4f}{scores}, "
+            f"{prepare_seconds:.1f}s + {seconds:.1f}s"
+        )
+    write_sweep_report(out, record, points, tasks)
     return record
 
 
-def write_sweep_report(out: Path, record: dict, points: list[Point]) -> None:
+def measure_point(
+    model: str, prompts: list[str], reference: np.ndarray, latents: np.ndarray, images: np.ndarray
+) -> dict:
+    """One point's numbers vs FP's images of the same seeds: PSNR of the mean MSE, the mean and
+    10th-percentile per-image PSNR and SSIM (`taq_runtime.fidelity`), the preset's task metrics
+    (`tasks.py`); and per sample what `point_intervals` bootstraps."""
+    axes = tuple(range(1, images.ndim))
+    sample_mse = np.mean((images.astype(np.float64) - reference.astype(np.float64)) ** 2, axes)
+    scores = task_scores(model, prompts, latents, images)
+    return {
+        "psnr_db": psnr_from_mse(sample_mse.mean()),
+        "mse": float(sample_mse.mean()),
+        **image_fidelity(reference, images).to_json(),
+        "task": {k: _mean_of_given(v) for k, v in scores.items()},
+        "sample_mse": sample_mse.tolist(),
+        "sample_ssim": per_image_ssim(reference, images).tolist(),
+        "sample_task": scores,
+    }
+
+
+def _mean_of_given(values: list) -> float | None:
+    given = [v for v in values if v is not None]
+    return float(np.mean(given)) if given else None
+
+
+def point_intervals(row: dict) -> dict[str, Interval]:
+    """95 % bootstrap intervals over the point's samples (`intervals.py`): PSNR (none for FP,
+    whose PSNR is infinite), p10 PSNR, SSIM and each task metric (over the samples it applies
+    to)."""
+    out = {}
+    sample_mse = np.asarray(row["sample_mse"])
+    if sample_mse.mean() > 0:
+        out["psnr_db"] = psnr_interval(sample_mse)
+        capped = np.minimum(psnr_from_mse(sample_mse), PSNR_CAP)
+        out["psnr_p10"] = percentile_interval(capped, WORST_PERCENTILE)
+    out["ssim"] = mean_interval(row["sample_ssim"])
+    for name, values in row["sample_task"].items():
+        given = [v for v in values if v is not None]
+        if given:
+            out[name] = mean_interval(given)
+    return out
+
+
+def sweep_claims(points: list[Point], tasks: tuple[str, ...]) -> list[Claim]:
+    """The paired comparisons the sweep reports: AdaRound vs RTN at each weight width,
+    time-aware vs static at each budget and recipe, taq vs taq-dit at each budget and plan;
+    on PSNR and on the preset's first task metric."""
+    names = {p.name for p in points}
+    pairs = []
+    for p in points:
+        if p.method == "AdaRound":
+            pairs.append((p.name, f"RTN W{p.weight_bits}"))
+        elif p.plan == "time-aware":
+            pairs.append((p.name, p.name.replace("time-aware", "static")))
+        if p.recipe == "taq":
+            pairs.append((p.name, p.name.replace("taq", "taq-dit", 1)))
+    metrics = ("psnr", "accuracy") if tasks else ("psnr",)
+    return [
+        Claim(a, b, metric) for metric in metrics for a, b in pairs if a in names and b in names
+    ]
+
+
+def write_sweep_report(out: Path, record: dict, points: list[Point], tasks: tuple) -> None:
     rows = [record["points"][p.name] for p in points]
-    _plot_weights(out / "quality_vs_weight_bits.png", rows)
-    _plot_activations(out / "quality_vs_activation_bits.png", rows)
+    intervals = {row["name"]: point_intervals(row) for row in rows}
+    _plot_weights(out / "quality_vs_weight_bits.png", rows, intervals, tasks)
+    _plot_activations(out / "quality_vs_activation_bits.png", rows, intervals, tasks)
+    task_heads = "".join(f" {LABELS.get(t, t)} |" for t in tasks)
     lines = [
         "# taq sweep: quality vs bits",
         "",
         f"{record['eval']['samples']} samples per point ({record['eval']['split']} seeds), "
-        "PSNR vs the FP model's images of the same seeds; activation quantization is simulated.",
+        "each metric vs the FP model's images of the same seeds, with its 95 % interval "
+        f"[low, high] ({RESAMPLES} bootstrap resamples of the samples); activation "
+        "quantization is simulated. PSNR is that of the mean MSE, p10 PSNR the 10th percentile "
+        f"of per-image PSNR (capped at {PSNR_CAP:g} dB).",
         "",
         "![quality vs weight bits](quality_vs_weight_bits.png)",
         "",
         "![quality vs average activation bits](quality_vs_activation_bits.png)",
         "",
-        "| point | weight bits | average activation bits | PSNR vs FP (dB) | accuracy | seconds |",
-        "|---|---|---|---|---|---|",
+        "| point | weight bits | average activation bits | PSNR vs FP (dB) | p10 PSNR (dB) | "
+        f"SSIM |{task_heads} seconds |",
+        "|---|---|---|---|---|---|" + "---|" * len(tasks) + "---|",
     ]
     for row in rows:
+        stats = intervals[row["name"]]
         weight = "" if row["weight_bits"] is None else f"W{row['weight_bits']}"
         act = "" if row["act_bits_measured"] is None else f"{row['act_bits_measured']:.2f}"
-        psnr = "inf" if not np.isfinite(row["psnr_db"]) else f"{row['psnr_db']:.2f}"
-        accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.0%}"
-        lines.append(
-            f"| {row['name']} | {weight} | {act} | {psnr} | {accuracy} | {row['seconds']:.1f} |"
-        )
+        cells = [
+            stats["psnr_db"].describe() if "psnr_db" in stats else "inf",
+            stats["psnr_p10"].describe() if "psnr_p10" in stats else f"{PSNR_CAP:g} (cap)",
+            stats["ssim"].describe(".4f"),
+            *(stats[t].describe(".3f") if t in stats else "-" for t in tasks),
+        ]
+        seconds = row["prepare_seconds"] + row["seconds"]
+        lines.append(f"| {row['name']} | {weight} | {act} | {' | '.join(cells)} | {seconds:.1f} |")
+    per_sample = {
+        row["name"]: {
+            "mse": row["sample_mse"],
+            "correct": row["sample_task"][tasks[0]] if tasks else None,
+        }
+        for row in rows
+    }
+    comparisons = [compare(c, per_sample) for c in sweep_claims(points, tasks)]
+    if comparisons:
+        lines += [
+            "",
+            "## Paired comparisons (same seeds; 'met': the whole 95 % interval above 0)",
+            "",
+            *(f"- {c.describe()}" for c in comparisons),
+        ]
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
 
 
-def _plot_frontier(path: Path, rows: list[dict], series: dict, title: str, xlabel: str) -> None:
-    """PSNR vs FP (FP itself: infinite) and, where the preset has one, accuracy with the FP
-    level; `series` maps a line's label to its rows (x first)."""
-    panels = [("psnr_db", "PSNR vs FP (dB)")]
-    if rows[0]["accuracy"] is not None:
-        panels.append(("accuracy", "digit accuracy"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+def _plot_frontier(
+    path: Path,
+    rows: list[dict],
+    intervals: dict,
+    series: dict,
+    tasks: tuple,
+    title: str,
+    xlabel: str,
+) -> None:
+    """PSNR vs FP (FP itself: infinite; p10 PSNR dashed), SSIM and, where the preset has one,
+    its first task metric, each with its 95 % interval as a band and the FP level drawn;
+    `series` maps a line's label to its rows (x first)."""
+    panels = [("psnr_db", "PSNR vs FP (dB)"), ("ssim", "SSIM vs FP")]
+    panels += [(t, LABELS.get(t, t)) for t in tasks[:1]]
+    fp = rows[0]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):
-        for name, points in series.items():
-            line = sorted((x, r[key]) for x, r in points)
-            if line:
-                ax.plot(*zip(*line, strict=True), marker="o", label=name)
-        if key == "accuracy":
-            ax.axhline(rows[0]["accuracy"], color="k", ls="--", lw=1, label="FP")
+        for colour, (name, points) in enumerate(series.items()):
+            ordered = [
+                (x, intervals[r["name"]])
+                for x, r in sorted(points, key=lambda p: p[0])
+                if key in intervals[r["name"]]
+            ]
+            if not ordered:
+                continue
+            xs, c = [x for x, _ in ordered], f"C{colour}"
+            ax.plot(xs, [i[key].value for _, i in ordered], marker="o", color=c, label=name)
+            lows, highs = [i[key].low for _, i in ordered], [i[key].high for _, i in ordered]
+            ax.fill_between(xs, lows, highs, color=c, alpha=0.2, lw=0)
+            if key == "psnr_db":
+                p10 = [i["psnr_p10"].value for _, i in ordered]
+                ax.plot(xs, p10, ls=":", marker=".", color=c)
+        if key == "psnr_db":
+            ax.set_title("FP: identical images (infinite PSNR); dotted: p10 PSNR", fontsize=8)
         else:
-            ax.set_title("FP: identical images (infinite PSNR)", fontsize=8)
+            level = fp["ssim"] if key == "ssim" else fp["task"][key]
+            ax.axhline(level, color="k", ls="--", lw=1, label="FP")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}; bands: 95 % bootstrap intervals over the seeds")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def _plot_weights(path: Path, rows: list[dict]) -> None:
+def _plot_weights(path: Path, rows: list[dict], intervals: dict, tasks: tuple) -> None:
     series = {
         method: [(r["weight_bits"], r) for r in rows if r["method"] == method]
         for method in ("RTN", "AdaRound")
     }
-    _plot_frontier(path, rows, series, "quality vs weight bits (float activations)", "weight bits")
+    title = "quality vs weight bits (float activations)"
+    _plot_frontier(path, rows, intervals, series, tasks, title, "weight bits")
 
 
-def _plot_activations(path: Path, rows: list[dict]) -> None:
+def _plot_activations(path: Path, rows: list[dict], intervals: dict, tasks: tuple) -> None:
     series = {}
     for r in rows:
         if r["recipe"] is not None:
             series.setdefault(f"{r['recipe']} {r['plan']}", []).append((r["act_bits_measured"], r))
-    _plot_frontier(
-        path,
-        rows,
-        series,
-        "quality vs average activation bits (AdaRound weights)",
-        "average activation bits",
-    )
+    title = "quality vs average activation bits (AdaRound weights)"
+    _plot_frontier(path, rows, intervals, series, tasks, title, "average activation bits")

@@ -138,3 +138,27 @@ def test_bad_flag_is_one_line(tmp_path, args, message):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [f"error: {message}"]
     assert not (tmp_path / "never.zarr").exists()
+
+
+def test_recipe_and_budget_pass_through_to_analyze(store_copy):
+    """`taq run --recipe/--avg-bits/--plan` build taq-actstats' own config: a changed recipe
+    makes only the analyze stage stale; with --overwrite only it is recomputed, as
+    `taq-actstats analyze --recipe taq-dit --avg-bits 6 --plan static` would record it."""
+    from taq_io import Store
+    from taq_run.quant_config import AnalyzeConfig, analyze_config_of, require_quant_config
+
+    paper = ("--recipe", "taq-dit", "--avg-bits", "6", "--plan", "static")
+    refused = taq("run", "--store", store_copy, *MINIMAL, *paper)
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert "actstats analyze" in line and "stale" in line and "--overwrite" in line
+    out = taq("run", "--store", store_copy, *MINIMAL, *paper, "--overwrite")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("already complete, skipped") == 4
+    group = require_quant_config(Store.open(store_copy, mode="r"))
+    want = AnalyzeConfig.for_recipe("taq-dit", avg_bits=6.0, plan="static")
+    assert analyze_config_of(group) == want
+    bits = group.read("bits")  # (step, layer)
+    assert bits.mean() <= 6.0 and (bits == bits[0]).all()  # static: one width per layer
+    md = (store_copy.parent / "run-report" / "report.md").read_text()
+    assert "Recipe `taq-dit`" in md and "average-bit budget of 6 bits (static plan)" in md

@@ -13,6 +13,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from taq_run.quant_config import RECIPE_DEFAULTS, RECIPES
 from taq_infer import InferenceError
 from taq_infer.artifacts import WEIGHT_METHODS
 from taq_infer.checkpoint import ExportConfig, export_checkpoint
@@ -67,6 +68,8 @@ HELP = {
     "lr_act": "AdaRound: learning rate of the activation scales",
     "reg_weight": "AdaRound: weight of the rounding regulariser",
     "bias_correction": "AdaRound: Adam with bias correction (PyTorch's, the reference's)",
+    "recipe": "activation recipe: taq (ours) or taq-dit (the paper's); names the defaults "
+    "of --rule, --range-margin and --static-cap",
     "rule": "activation tier rule: sqnr (scale-free) or absolute (TaQ-DiT's thresholds)",
     "target_db": "sqnr rule: fewest bits keeping the estimated quantization SNR >= this",
     "gelu_a4": "absolute rule: post-GELU (fc2) input absmax below this -> A4",
@@ -76,6 +79,9 @@ HELP = {
     "range_margin": "activation grids cover this x the calibration maximum (>= 1)",
     "smooth_alpha": "SmoothQuant migration strength (0..1)",
     "static_cap": "cap each step's activation grid at AdaRound's learned static range",
+    "avg_bits": "activation tiers by an average-bit budget (4..8) maximising the estimated "
+    "SQNR, instead of the tier rule",
+    "plan": "with --avg-bits: time-aware (tiers per layer and step) or static (one per layer)",
     "eval_samples": "evaluation samples per variant (fixed prompts and seeds)",
     "eval_split": "evaluation seeds: heldout (no default was tuned on them) or tuning",
     "seed": "seed of calibration, AdaRound and evaluation",
@@ -83,17 +89,25 @@ HELP = {
 }
 
 
+def _default(name: str, default: object) -> str:
+    """A flag's default for its help; a recipe's (`RECIPE_DEFAULTS`) where it names it."""
+    if name not in RECIPE_DEFAULTS["taq"]:
+        return f"{default}"
+    return "; ".join(f"{recipe}: {RECIPE_DEFAULTS[recipe][name]}" for recipe in RECIPES)
+
+
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     for item in fields(RunConfig):
         flag, text = f"--{item.name.replace('_', '-')}", HELP[item.name]
-        if item.type == "bool":
+        text = f"{text} [{_default(item.name, item.default)}]"
+        if item.type in ("bool", "bool | None"):
             toggle = argparse.BooleanOptionalAction
             parser.add_argument(flag, action=toggle, default=item.default, help=text)
             continue
         kind = {"int | None": int, "float | None": float, "str | None": str}.get(
             str(item.type), type(item.default)
         )
-        parser.add_argument(flag, type=kind, default=item.default, help=f"{text} [{item.default}]")
+        parser.add_argument(flag, type=kind, default=item.default, help=text)
 
 
 def _config(args: argparse.Namespace) -> RunConfig:

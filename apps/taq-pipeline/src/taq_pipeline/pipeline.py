@@ -56,15 +56,18 @@ class RunConfig:
     lr_act: float = AdaRoundConfig.lr_act
     reg_weight: float = AdaRoundConfig.reg_weight
     bias_correction: bool = AdaRoundConfig.bias_correction
-    rule: str = TierRule.rule  # taq-actstats' tier rule and its defaults
-    target_db: float = TierRule.target_db
+    recipe: str = AnalyzeConfig.recipe  # taq-actstats' recipe: names the defaults of rule,
+    rule: str | None = None  # range_margin and static_cap (None: the recipe's)
+    target_db: float = TierRule.target_db  # taq-actstats' tier rule and its defaults
     gelu_a4: float = TierRule.gelu_a4  # --rule absolute: TaQ-DiT's thresholds
     gelu_a6: float = TierRule.gelu_a6
     other_a4: float = TierRule.other_a4
     other_a6: float = TierRule.other_a6
-    range_margin: float = AnalyzeConfig.range_margin
+    range_margin: float | None = None
     smooth_alpha: float = AnalyzeConfig.smooth_alpha
-    static_cap: bool = AnalyzeConfig.static_cap
+    static_cap: bool | None = None
+    avg_bits: float | None = None  # tiers by an average-bit budget instead of the rule
+    plan: str = AnalyzeConfig.plan  # static: one grid per layer for all steps (with avg_bits)
     eval_samples: int = 40
     eval_split: str = "heldout"  # seeds.py: the report's numbers come from held-out seeds
     seed: int = 0
@@ -101,7 +104,8 @@ class RunConfig:
 
     @property
     def analyze_config(self) -> AnalyzeConfig:
-        """taq-actstats' own constructor, from the flags of the same names."""
+        """taq-actstats' own constructor, from the flags of the same names (None: the
+        recipe's default)."""
         return analyze_config(self)
 
 

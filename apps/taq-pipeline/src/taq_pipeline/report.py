@@ -80,6 +80,9 @@ def tier_tables(store: Store) -> dict:
     out = {
         "rule": config.rule.to_json(),
         "range_margin": config.range_margin,
+        "recipe": config.recipe,
+        "avg_bits": config.avg_bits,  # None: tiers by the rule
+        "plan": config.plan,
         "smoothed_layers": [str(n) for n in group.read("layer_names")[smoothed]],
     }
     for label, table in (("time-aware", "bits"), ("smoothquant", "sq_bits")):
@@ -90,6 +93,29 @@ def tier_tables(store: Store) -> dict:
             f"A{b}": (bits == b).sum(axis=1).astype(int).tolist() for b in (4, 6, 8)
         }
     return out
+
+
+def _tier_text(tiers: dict, rule: dict) -> str:
+    """How the tiers were chosen: the recipe, and the rule or the average-bit budget."""
+    if tiers["avg_bits"] is not None:
+        how = (
+            f"Tiers by an average-bit budget of {tiers['avg_bits']:g} bits ({tiers['plan']} "
+            "plan), maximising the estimated SQNR."
+        )
+    else:
+        how = f"Tier rule `{rule['rule']}`: {TierRule(**rule).describe()}."
+    if tiers["recipe"] == "taq-dit":
+        return (
+            f"Recipe `taq-dit` (the paper's): ranges by AvgMinMax over the calibration images "
+            f"(post-GELU inputs after the momentum shift). {how} SmoothQuant on the paper's "
+            "candidates, one tier lower."
+        )
+    return (
+        f"Recipe `taq`: {how} Each step's grid covers {tiers['range_margin']:g} x the "
+        "calibration maximum of the layer's input (post-GELU inputs after the shift). "
+        "SmoothQuant smooths a layer only where the estimated output noise drops, counting the "
+        "re-rounding of its packed W4 weights."
+    )
 
 
 def plot_actstats(store: Store, out: Path) -> list[Path]:
@@ -209,11 +235,7 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         "",
         "## Activation tiers (layer x timestep)",
         "",
-        f"Tier rule `{rule['rule']}`: {TierRule(**rule).describe()}. Each step's grid covers "
-        f"{tiers['range_margin']:g} x the calibration maximum of the layer's input "
-        "(post-GELU inputs after the shift). SmoothQuant smooths a layer only where the "
-        "estimated output noise drops, counting the re-rounding of its packed W4 weights; "
-        f"smoothed: {', '.join(tiers['smoothed_layers']) or 'none'}.",
+        _tier_text(tiers, rule) + f" Smoothed: {', '.join(tiers['smoothed_layers']) or 'none'}.",
         "",
         "| plan | A4 | A6 | A8 | average bits |",
         "|---|---|---|---|---|",

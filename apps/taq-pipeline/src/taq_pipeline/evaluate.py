@@ -32,6 +32,7 @@ from taq_model.taxonomy import get_module, quantizable_layers
 from taq_pipeline.groups import identity
 from taq_pipeline.intervals import Claim
 from taq_pipeline.seeds import seed_split
+from taq_pipeline.tasks import task_metrics, task_scores
 from taq_run.calib import require_calib
 from taq_run.quant_config import require_quant_config
 from taq_run.weights import adaround_config_of, require_weights
@@ -178,8 +179,7 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
         )
     seeds = list(split.evaluation)
     record["seeds"] = split.to_json()
-    digits = config.model == "tiny-digits"
-    labels = np.array([int(p.split()[-1]) for p in prompts]) if digits else None
+    digits = "accuracy" in task_metrics(config.model)
     real_features = digit_classifier.features(load_digit_images()[0]) if digits else None
     reference = None
     done = sum(name in record["variants"] for name, _ in VARIANTS)
@@ -199,7 +199,8 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
         mse = float(sample_mse.mean())
         accuracy = frechet = correct = None
         if digits:
-            correct = (digit_classifier.predict(latents) == labels).astype(int).tolist()
+            scores = task_scores(config.model, prompts, latents, images)["accuracy"]
+            correct = [int(v) for v in scores]
             accuracy = float(np.mean(correct))
             features = digit_classifier.features(latents)
             frechet = float(digit_classifier.frechet_distance(features, real_features))

@@ -229,7 +229,8 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
     already = [p.name for p in points if p.name in points_done]
     if already:
         log(f"   {len(already)} of {len(points)} points already done: {', '.join(already)}")
-    for point in points:
+    # FP first (the reference), then the cheap activation points, the optimizations last
+    for point in sorted(points, key=lambda p: p.weight_bits is not None):
         if point.name in points_done and (point.options is not None or fp_path.exists()):
             continue
         start = time.perf_counter()
@@ -326,6 +327,8 @@ def sweep_claims(points: list[Point], tasks: tuple[str, ...]) -> list[Claim]:
 
 
 def write_sweep_report(out: Path, record: dict, points: list[Point], tasks: tuple) -> None:
+    """`sweep.md` and the two plots from the finished points of `record` (FP first)."""
+    points = [p for p in points if p.name in record["points"]]
     rows = [record["points"][p.name] for p in points]
     intervals = {row["name"]: point_intervals(row) for row in rows}
     _plot_weights(out / "quality_vs_weight_bits.png", rows, intervals, tasks)

@@ -420,7 +420,8 @@ def _plot_frontier(
             ax.axhline(level, color="k", ls="--", lw=1, label="FP")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.suptitle(f"{title}; bands: 95 % bootstrap intervals over the seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

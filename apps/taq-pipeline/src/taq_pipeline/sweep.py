@@ -370,13 +370,26 @@ def write_sweep_report(out: Path, record: dict, points: list[Point], tasks: tupl
         }
         for row in rows
     }
-    comparisons = [compare(c, per_sample) for c in sweep_claims(points, tasks)]
+    claims = sweep_claims(points, tasks)
+    # a task metric equal on every sample (digit accuracy at 100 %) has nothing to compare
+    same = [
+        c
+        for c in claims
+        if c.metric != "psnr" and per_sample[c.better]["correct"] == per_sample[c.worse]["correct"]
+    ]
+    comparisons = [compare(c, per_sample) for c in claims if c not in same]
     if comparisons:
         lines += [
             "",
             "## Paired comparisons (same seeds; 'met': the whole 95 % interval above 0)",
             "",
             *(f"- {c.describe()}" for c in comparisons),
+        ]
+    if same:
+        lines += [
+            "",
+            f"{LABELS.get(tasks[0], tasks[0])}: both sides equal on every sample in "
+            f"{len(same)} of {sum(c.metric != 'psnr' for c in claims)} pairs (no comparison).",
         ]
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
 

@@ -13,7 +13,6 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from taq_run.quant_config import RECIPE_DEFAULTS, RECIPES
 from taq_infer import InferenceError
 from taq_infer.artifacts import WEIGHT_METHODS
 from taq_infer.checkpoint import ExportConfig, export_checkpoint
@@ -35,6 +34,7 @@ from taq_pipeline.report import NOTE, write_report
 from taq_pipeline.seeds import SPLITS, seed_split
 from taq_pipeline.sweep import SweepConfig, run_sweep, sweep_dir
 from taq_run.calib import calib_config_of, require_calib
+from taq_run.quant_config import RECIPE_DEFAULTS, RECIPES
 from taq_run.runs import open_run
 from taq_runtime.cli import (
     UsageError,

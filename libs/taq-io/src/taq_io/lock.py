@@ -16,6 +16,10 @@ over when the holder ran on this host and its pid is gone (a kill, then `--resum
 exactly the record it read (`If-Match` on its ETag: of two writers taking over at once, one
 wins). A lock left by a writer that died on another machine is refused, naming the object to
 delete by hand.
+
+The ranks of one `mlx.launch` are one writer: rank 0 takes the lock, the others call
+`join_launch()` and open the store only after rank 0 holds it (`taq_run.writers`), writing
+their own units under rank 0's lock. A writer outside the launch is still refused.
 """
 
 from __future__ import annotations
@@ -244,8 +248,35 @@ class ObjectLock:
         return True
 
 
+class LaunchLock:
+    """A rank > 0's lock: held for it by rank 0 of its launch, so taking it does nothing."""
+
+    def __init__(self, inner: WriterLock) -> None:
+        self.inner = inner
+
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def holder(self) -> dict | None:
+        return self.inner.holder()
+
+
+_in_launch = False
+
+
+def join_launch() -> None:
+    """This process is a rank > 0 of a launch whose rank 0 holds the writer lock of every
+    store the launch writes: take no lock of its own (see the module docstring)."""
+    global _in_launch
+    _in_launch = True
+
+
 def lock_for(store_path: str | Path, object_lock: WriterLock | None = None) -> WriterLock:
     """The writer lock of the store at `store_path`: `flock` in a local directory; a store at
-    a URL passes its `ObjectLock` (`taq_io.location` makes it). Every writer gets it here."""
+    a URL passes its `ObjectLock` (`taq_io.location` makes it). Every writer gets it here (a
+    rank > 0 of a launch: wrapped in its `LaunchLock`)."""
     lock = FileLock(Path(store_path)) if object_lock is None else object_lock
-    return lock
+    return LaunchLock(lock) if _in_launch else lock

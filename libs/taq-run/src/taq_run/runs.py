@@ -19,6 +19,7 @@ from taq_model.options import parse_spec
 from taq_model.presets import ModelHandle, load_preset
 from taq_model.sampling import cached_modulation, model_output
 from taq_run.calib import calib_conditioning, calib_config_of, calib_latents
+from taq_run.writers import open_store
 
 
 def refuse_other_model(path: str | Path, model: str) -> None:
@@ -39,8 +40,9 @@ def open_run(
     local_ckpt: str | None = None,
     weights: str | None = None,
 ) -> tuple[Store, ModelHandle]:
-    """Open an existing store and build its model preset; refuse a model that differs."""
-    store = Store.open(path, mode=mode)
+    """Open an existing store and build its model preset; refuse a model that differs.
+    Under `mlx.launch`, `r+` opens it on every rank under rank 0's lock (`writers`)."""
+    store = open_store(lambda: Store.open(path, mode=mode)) if mode == "r+" else Store.open(path)
     handle = load_preset(store.model.preset, local_ckpt=local_ckpt, weights=weights)
     if handle.identity != store.model:
         raise ModelMismatchError(

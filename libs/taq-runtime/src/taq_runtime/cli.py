@@ -60,10 +60,14 @@ def command_parser(
 
 
 def run_cli(main: Callable[[], int | None], user_errors: Iterable[type[BaseException]] = ()) -> int:
-    """Run `main`, turning user errors into `error: ...` and exit code 2 (no traceback)."""
+    """Run `main`, turning user errors into `error: ...` and exit code 2 (no traceback).
+    Under `mlx.launch`, the ranks first check they run the same code and command line."""
     configure_logging()
     errors = (UsageError, *user_errors)
     try:
+        from taq_runtime import ranks  # imports MLX: only once the command runs
+
+        ranks.check_launch()
         return main() or 0
     except errors as err:
         print(f"error: {err}", file=sys.stderr)

@@ -22,6 +22,7 @@ from taq_run.quant_config import (
     require_quant_config,
 )
 from taq_run.runs import open_run
+from taq_runtime import ranks
 from taq_runtime.cli import UsageError, command_parser, run_cli, writable_dir
 
 
@@ -118,8 +119,12 @@ def _collect(args) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
-    if store.state("actstats").state != MISSING and not (args.resume or args.overwrite):
-        raise UsageError(f"{args.store} already has actstats: pass --resume or --overwrite")
+
+    def refuse_existing() -> None:
+        if store.state("actstats").state != MISSING and not (args.resume or args.overwrite):
+            raise UsageError(f"{args.store} already has actstats: pass --resume or --overwrite")
+
+    ranks.on_rank0(refuse_existing)  # before any rank writes: every rank refuses alike
     start = time.perf_counter()
     try:
         group = collect_stats(handle, store, config, overwrite=args.overwrite)
@@ -127,8 +132,8 @@ def _collect(args) -> int:
         raise UsageError(str(err)) from None
     sizes = group.sizes
     print(
-        f"actstats: {sizes['image']} image(s) x {sizes['step']} step(s) x {sizes['layer']} "
-        f"layers in {time.perf_counter() - start:.1f}s -> {args.store}/actstats"
+        f"{ranks.tag()}actstats: {sizes['image']} image(s) x {sizes['step']} step(s) x "
+        f"{sizes['layer']} layers in {time.perf_counter() - start:.1f}s -> {args.store}/actstats"
     )
     return 0
 
@@ -139,7 +144,10 @@ def _analyze(args) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
-    analysis = analyze_stats(handle, store, config, args.overwrite)
+    # one pass over every image's statistics, in image order: rank 0's alone
+    analysis = ranks.on_rank0(lambda: analyze_stats(handle, store, config, args.overwrite))
+    if analysis is None:
+        return 0
     print("\n".join(analysis.summary))
     print(f"quant_config -> {args.store}/quant_config (activation quantization is simulated)")
     return 0

@@ -7,6 +7,11 @@ one batch per stored step (the CFG-doubled batch: both halves are seen). For eac
 by image 0 (values outside are clipped into the end bins, so nothing is dropped) and scalar
 summaries. Averages over images and the momentum shift are computed by `analyze`. Hooks
 reduce inside the graph (an observer, nothing stored), so memory holds one pass.
+
+Under `mlx.launch` rank r collects the images i with i % ranks == r (`taq_run.writers`):
+an image's statistics depend only on it and on image 0's edges, so the group is the same
+bit for bit whatever the number of ranks, and `analyze` reduces it over images in image
+order (the momentum shift depends on the order) exactly as for one rank.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from taq_model.presets import ModelHandle
 from taq_model.taxonomy import get_module, quantizable_layers
 from taq_run.calib import require_calib
 from taq_run.runs import forward_calibration
+from taq_run.writers import commit, create_group
+from taq_runtime import ranks
 from taq_runtime.cli import at_least, progress
 
 PRODUCER = f"taq-actstats {version('taq-actstats')}"
@@ -94,66 +101,72 @@ def collect_stats(
     widths = [get_module(handle.mmdit, r.path).weight.shape[1] for r in refs]
     steps = list(range(0, calib.sizes["step"], config.stride))
     channel = max(widths)
-    group = store.create_group(
-        OWNED_GROUP,
-        producer=PRODUCER,
-        config=config.to_json(),
-        inputs={"calib": calib.identity()},
-        sizes={
-            "image": images,
-            "layer": len(refs),
-            "step": len(steps),
-            "channel": channel,
-            "bin": BINS,
-            "edge": BINS + 1,
-        },
-        constants={
-            "layer_names": [r.name for r in refs],
-            "in_features": np.array(widths, np.int32),
-            "step_index": np.array(steps, np.int32),
-            "timesteps": calib.read("timesteps")[steps],
-        },
-        overwrite=overwrite,
+    group = create_group(
+        lambda replace: store.create_group(
+            OWNED_GROUP,
+            producer=PRODUCER,
+            config=config.to_json(),
+            inputs={"calib": calib.identity()},
+            sizes={
+                "image": images,
+                "layer": len(refs),
+                "step": len(steps),
+                "channel": channel,
+                "bin": BINS,
+                "edge": BINS + 1,
+            },
+            constants={
+                "layer_names": [r.name for r in refs],
+                "in_features": np.array(widths, np.int32),
+                "step_index": np.array(steps, np.int32),
+                "timesteps": calib.read("timesteps")[steps],
+            },
+            overwrite=replace,
+        ),
+        overwrite,
     )
     done = set(group.done_units().tolist())
-    edges = group.read("hist_edges", [0])[0] if 0 in done else None
+    mine = [image for image in range(images) if ranks.owns(image)]
+    todo = [image for image in mine if image not in done]
     names = [r.name for r in refs]
     captured: dict[str, mx.array] = {}
 
     def observe(name: str, x: mx.array, y) -> None:
         captured[name] = x
 
-    with progress(images * len(steps), "actstats collect", unit="pass") as bar:
-        bar.update(len(done) * len(steps))
+    def collect_image(image: int, edges: np.ndarray | None, bar) -> None:
+        """One image's unit; `edges` None: image 0, whose own ranges set the edges."""
+        unit = _empty_unit(len(refs), len(steps), channel)
+        forwards = forward_calibration(handle, calib, [image], steps)
+        for s, forward in enumerate(forwards):  # building `forward` filled `captured`
+            mx.eval(forward.output, list(captured.values()))
+            for li, name in enumerate(names):
+                x = np.array(captured[name], dtype=np.float32)
+                stats = layer_summary(x, widths[li])
+                for key, value in stats.items():
+                    if key.startswith("channel_"):
+                        unit[key][li, s, : widths[li]] = value
+                    else:
+                        unit[key][li, s] = value
+                unit["hist_edges"][li, s] = _edges_for(x) if edges is None else edges[li, s]
+                unit["hist_counts"][li, s] = histogram(x.reshape(-1), unit["hist_edges"][li, s])
+            captured.clear()
+            bar.update(1)
+        group.write_unit(image, unit)
+
+    with progress(len(mine) * len(steps), "actstats collect", unit="pass") as bar:
+        bar.update((len(mine) - len(todo)) * len(steps))
         with hook_layers(handle.mmdit, ",".join(names), observer=observe):
-            for image in range(images):
-                if image in done:
-                    continue
-                unit = _empty_unit(len(refs), len(steps), channel)
-                forwards = forward_calibration(handle, calib, [image], steps)
-                for s, forward in enumerate(forwards):  # building `forward` filled `captured`
-                    mx.eval(forward.output, list(captured.values()))
-                    for li, name in enumerate(names):
-                        x = np.array(captured[name], dtype=np.float32)
-                        stats = layer_summary(x, widths[li])
-                        for key, value in stats.items():
-                            if key.startswith("channel_"):
-                                unit[key][li, s, : widths[li]] = value
-                            else:
-                                unit[key][li, s] = value
-                        if edges is None:
-                            unit["hist_edges"][li, s] = _edges_for(x)
-                        else:
-                            unit["hist_edges"][li, s] = edges[li, s]
-                        unit["hist_counts"][li, s] = histogram(
-                            x.reshape(-1), unit["hist_edges"][li, s]
-                        )
-                    captured.clear()
-                    bar.update(1)
-                if edges is None:
-                    edges = unit["hist_edges"].copy()
-                group.write_unit(image, unit)
-    group.mark_complete()
+            # every image's histograms use image 0's edges: rank 0 (its owner) does it
+            # first, then every rank reads the edges back from the store
+            if 0 in todo:
+                collect_image(0, None, bar)
+            ranks.barrier()
+            edges = group.read("hist_edges", [0])[0]
+            for image in todo:
+                if image != 0:
+                    collect_image(image, edges, bar)
+    commit([group])
     return group
 
 

@@ -5,8 +5,11 @@ modulation it read (per stream: image and text for MM blocks, one for unified bl
 depends on the prompt, so it is recorded, never recomputed) and its FP outputs. One forward
 pass of the FP model per calib (image, step) feeds every hooked block at once; each pass is
 written straight to the `blockio/<block>` groups (one unit per row of the CFG-doubled batch)
-and dropped, so memory holds one pass at a time. A unified block's `concat(text, image)`
-stream is stored split at the text length, in the MM layout (docs/schema.md, `blockio`).
+and dropped, so memory holds one pass at a time. Under `mlx.launch` rank r caches the calib
+images at positions p with p % ranks == r (`taq_run.writers`); a pass depends only on its
+image and step, so the groups are the same bit for bit whatever the number of ranks. A
+unified block's `concat(text, image)` stream is stored split at the text length, in the MM
+layout (docs/schema.md, `blockio`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from taq_model.presets import ModelHandle
 from taq_model.taxonomy import block_names
 from taq_run.calib import calib_config_of, require_calib
 from taq_run.runs import forward_calibration
+from taq_run.writers import commit, create_group
+from taq_runtime import ranks
 from taq_runtime.cli import at_least, progress
 
 PRODUCER = f"taq-adaround {version('taq-adaround')}"
@@ -169,36 +174,56 @@ def cache_block_io(
     text_tokens = calib.sizes["L"]
     last = block_names(handle.mmdit)[-1]
     inputs = {"calib": calib.identity()}
-    groups: dict[str, StageGroup] = {}
 
-    def open_group(name: str, sizes: dict[str, int]) -> StageGroup:
-        group = store.create_group(
-            OWNED_GROUP,
-            name,
-            producer=PRODUCER,
-            config=config.to_json(),
-            inputs=inputs,
-            sizes=sizes,
-            overwrite=overwrite,
-        )
-        groups[name] = group
-        return group
+    def pass_io(hooks, forward) -> dict[str, BlockIO]:
+        """Every block's recorded call of one forward pass, in the stored layout."""
+        hooks.flush(forward.output)
+        found = {}
+        for name in names:
+            call = hooks[name].flush()[-1]
+            hooks[name].clear()
+            found[name] = block_io(call, text_tokens, name == last and name.startswith("uni"))
+        return found
 
-    if not overwrite:  # resume: the sizes of existing groups are known
+    # resume: the sizes of existing groups are known; a missing (or replaced) group's come
+    # from one probe pass, so rank 0 can create every group before any rank writes
+    sizes = {}
+    if not overwrite:
         for name in names:
             found = store.state(OWNED_GROUP, name)
             if found.group is not None:
-                open_group(name, found.group.sizes)
+                sizes[name] = found.group.sizes
+    if len(sizes) < len(names):
+        with hook_blocks(handle.mmdit, names) as hooks:
+            forwards = forward_calibration(handle, calib, plan.images[:1], plan.steps[:1])
+            probe = pass_io(hooks, next(forwards))
+            forwards.close()
+        sizes = {name: sizes.get(name) or _group_sizes(probe[name], plan) for name in names}
+
+    def open_groups(replace: bool) -> dict[str, StageGroup]:
+        return {
+            name: store.create_group(
+                OWNED_GROUP,
+                name,
+                producer=PRODUCER,
+                config=config.to_json(),
+                inputs=inputs,
+                sizes=sizes[name],
+                overwrite=replace,
+            )
+            for name in names
+        }
+
+    groups = create_group(open_groups, overwrite)
 
     def pass_done(image_pos: int, step_pos: int) -> bool:
-        if len(groups) < len(names):
-            return False
         samples = [plan.sample(image_pos, step_pos, r) for r in range(plan.rows)]
         return all(g.done_mask()[samples].all() for g in groups.values())
 
-    todo = [
+    todo = [  # this rank's passes: its images (round robin), every step
         (image_pos, image, step_pos, step)
         for image_pos, image in enumerate(plan.images)
+        if ranks.owns(image_pos)
         for step_pos, step in enumerate(plan.steps)
     ]
     remaining = [t for t in todo if not pass_done(t[0], t[2])]
@@ -211,19 +236,12 @@ def cache_block_io(
             steps = [step for _, _, step in passes]
             forwards = forward_calibration(handle, calib, [image], steps)
             for (image_pos, step_pos, step), forward in zip(passes, forwards, strict=True):
-                hooks.flush(forward.output)
-                for name in names:
-                    call = hooks[name].flush()[-1]
-                    hooks[name].clear()
-                    discard = name == last and name.startswith("uni")
-                    io = block_io(call, text_tokens, discard)
-                    group = groups.get(name) or open_group(name, _group_sizes(io, plan))
+                for name, io in pass_io(hooks, forward).items():
                     for row in range(plan.rows):
                         values = _sample_arrays(io, row, image, step)
-                        group.write_unit(plan.sample(image_pos, step_pos, row), values)
+                        groups[name].write_unit(plan.sample(image_pos, step_pos, row), values)
                 bar.update(1)
-    for group in groups.values():
-        group.mark_complete()
+    commit(groups.values())
     return groups
 
 

@@ -12,6 +12,7 @@ from taq_adaround.reconstruct import AdaRoundConfig
 from taq_io import MISSING, StoreError
 from taq_model.taxonomy import block_names
 from taq_run.runs import open_run
+from taq_runtime import ranks
 from taq_runtime.cli import UsageError, command_parser, config_from_flags, run_cli
 
 
@@ -81,18 +82,22 @@ def run(args: argparse.Namespace) -> int:
     config = _config(args)
     store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
     kind = "blockio" if args.command == "cache" else "weights"
-    if _existing(store, handle, kind) and not (args.resume or args.overwrite):
-        raise UsageError(
-            f"{args.store} already has {kind} groups: pass --resume to continue "
-            "or --overwrite to replace them"
-        )
+
+    def refuse_existing() -> None:
+        if _existing(store, handle, kind) and not (args.resume or args.overwrite):
+            raise UsageError(
+                f"{args.store} already has {kind} groups: pass --resume to continue "
+                "or --overwrite to replace them"
+            )
+
+    ranks.on_rank0(refuse_existing)  # before any rank writes: every rank refuses alike
     start = time.perf_counter()
     try:
         if args.command == "cache":
             groups = cache_block_io(handle, store, config, overwrite=args.overwrite)
             samples = next(iter(groups.values())).total_units
             print(
-                f"blockio: {len(groups)} block(s) x {samples} samples in "
+                f"{ranks.tag()}blockio: {len(groups)} block(s) x {samples} samples in "
                 f"{time.perf_counter() - start:.1f}s -> {args.store}/blockio"
             )
             return 0
@@ -118,12 +123,12 @@ def run(args: argparse.Namespace) -> int:
 
 def print_summary(rows: list[dict]) -> None:
     if not rows:
-        print("every block was already optimised (nothing to do)")
+        print(f"{ranks.tag()}every block was already optimised (nothing to do)")
         return
-    print(f"{'block':<8}{'RTN MSE':>12}{'AdaRound MSE':>14}{'ratio':>8}{'time':>9}")
+    print(f"{ranks.tag()}{'block':<8}{'RTN MSE':>12}{'AdaRound MSE':>14}{'ratio':>8}{'time':>9}")
     for row in rows:
         print(
-            f"{row['block']:<8}{row['rtn_mse']:>12.4g}{row['adaround_mse']:>14.4g}"
+            f"{ranks.tag()}{row['block']:<8}{row['rtn_mse']:>12.4g}{row['adaround_mse']:>14.4g}"
             f"{row['ratio']:>8.3f}{row['seconds']:>8.1f}s"
         )
 

@@ -1,5 +1,11 @@
 """`taq-adaround optimize`: AdaRound every selected block and write `weights/adaround` and
-`weights/rtn` (same grid), one unit per block, in MLX's QuantizedLinear format."""
+`weights/rtn` (same grid), one unit per block, in MLX's QuantizedLinear format.
+
+Each block is committed on its own (its unit), so a resume redoes only blocks not written.
+Under `mlx.launch` the blocks are split across ranks by weight count (largest first onto
+the least loaded rank, `taq_runtime.ranks.balance`); a block's result depends only on its
+data and its seed (`seed + block index`), so the groups are the same bit for bit whatever
+the number of ranks."""
 
 from __future__ import annotations
 
@@ -8,8 +14,10 @@ from importlib.metadata import version
 
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_flatten
 
 from taq_adaround.blockio import load_block_data, require_blockio
+from taq_adaround.layers import install_adaround, restore_linears
 from taq_adaround.reconstruct import (
     AdaRoundConfig,
     BlockResult,
@@ -19,9 +27,11 @@ from taq_adaround.reconstruct import (
 from taq_io import StageGroup, Store
 from taq_io.schema import WEIGHT_ROLES
 from taq_model.presets import ModelHandle
-from taq_model.taxonomy import block_names
+from taq_model.taxonomy import block_layers, block_names, get_block
 from taq_quant import export_quantized_linear
 from taq_run.weights import METHODS, create_weights_group
+from taq_run.writers import commit, create_group
+from taq_runtime import ranks
 
 PRODUCER = f"taq-adaround {version('taq-adaround')}"
 
@@ -61,10 +71,10 @@ def _unit(result: BlockResult, block: str, method: str, streams: list[str], size
     return values
 
 
-def _sizes(result: BlockResult, blocks: list[str], streams: list[str], config) -> dict:
+def _sizes(refs, layers, blocks: list[str], streams: list[str]) -> dict:
     sizes = {"block": len(blocks), "stream": len(streams), "role": len(WEIGHT_ROLES)}
-    for ref in result.refs:
-        layer = result.layers[ref.name]
+    for ref in refs:
+        layer = layers[ref.name]
         packed = export_quantized_linear(layer.codes("rtn"), layer.grid)
         role = _role(ref.role)
         sizes[f"{role}_out"] = packed.weight.shape[0]
@@ -91,7 +101,6 @@ def optimize_blocks(
     inputs = {f"blockio/{b}": require_blockio(store, b).identity() for b in blocks}
     kinds = {"image": "mm", "text": "mm", "unified": "uni"}  # the group's stream axis
     streams = [s for s, kind in kinds.items() if any(b.startswith(kind) for b in blocks)]
-    groups: dict[str, StageGroup] = {}
 
     def create(method: str, sizes: dict, overwrite: bool) -> StageGroup:
         return create_weights_group(
@@ -108,24 +117,27 @@ def optimize_blocks(
 
     found = {method: store.state("weights", method).group for method in METHODS}
     if not overwrite and all(group is not None for group in found.values()):
-        for method in METHODS:
-            groups[method] = create(method, found[method].sizes, False)
+        sizes = found["adaround"].sizes  # resume: the groups say their sizes
+    else:
+        sizes = _probe_sizes(handle, blocks[0], blocks, streams, config)
+    groups = create_group(
+        lambda replace: {method: create(method, sizes, replace) for method in METHODS},
+        overwrite,
+    )
+    done = groups["adaround"].done_mask()  # a block is done once adaround is
+    weights = [_block_size(handle, block) for block in blocks]
     rows = []
-    for index, block in enumerate(blocks):
-        if groups and groups["adaround"].done_mask()[index]:
+    for index in ranks.balance(weights)[ranks.rank()]:
+        if done[index]:
             continue
+        block = blocks[index]
         data = load_block_data(store, block)
         data.positional_encodings = positional_encodings(
             handle.mmdit, data.text_in.shape[1], handle.latent_shape
         )
         block_config = AdaRoundConfig(**{**asdict(config), "seed": config.seed + index})
         result = adaround_block(handle.mmdit, block, data, block_config, compile_step)
-        if not groups:
-            sizes = _sizes(result, blocks, streams, config)
-            for method in METHODS:
-                groups[method] = create(method, sizes, overwrite)
         for method in METHODS:
-            sizes = groups[method].sizes
             groups[method].write_unit(index, _unit(result, block, method, streams, sizes))
         rows.append(
             {
@@ -137,6 +149,21 @@ def optimize_blocks(
             }
         )
         mx.clear_cache()
-    for group in groups.values():
-        group.mark_complete()
+    commit(groups.values())
     return OptimizeResult(groups, rows)
+
+
+def _block_size(handle: ModelHandle, block: str) -> int:
+    """A block's weight count: what its AdaRound costs, to balance blocks across ranks."""
+    return sum(value.size for _, value in tree_flatten(get_block(handle.mmdit, block).parameters()))
+
+
+def _probe_sizes(handle: ModelHandle, block: str, blocks, streams, config) -> dict:
+    """The groups' sizes, from `block`'s layers on the grid before any training: rank 0
+    creates the groups from them before any rank has trained a block."""
+    refs = block_layers(handle.mmdit, block)
+    layers = install_adaround(handle.mmdit, refs, config.weight_config, config.bits_a)
+    try:
+        return _sizes(refs, layers, blocks, streams)
+    finally:
+        restore_linears(handle.mmdit, refs, layers)

@@ -4,7 +4,9 @@ TaQ-DiT calibrates on the inputs the model really sees while sampling, at every 
 for the prompts it will serve. Image `i` uses prompt `prompts[i % len(prompts)]` and noise
 seed `seed + i`; one image is one unit of the `calib` group (its contract: `taq_run.calib`),
 written whole and then marked done, so a killed run resumes at the first missing image and
-ends bit-identical.
+ends bit-identical. Under `mlx.launch` rank r does the images i with i % ranks == r
+(`taq_run.writers`); an image depends on nothing but its prompt and seed, so the group is
+the same bit for bit whatever the number of ranks.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from taq_io import StageGroup, Store
 from taq_model.presets import ModelHandle
 from taq_model.sampling import initial_noise, sample_euler, timesteps_for
 from taq_run.calib import CalibConfig, calib_unit, create_calib_group
+from taq_run.writers import commit, create_group
+from taq_runtime import ranks
 from taq_runtime.cli import config_from_flags, progress
 
 PRODUCER = f"taq-calib {version('taq-calib')}"
@@ -70,17 +74,18 @@ def calibrate(
 ) -> CalibResult:
     """Write (or finish) the `calib` group of `store` for `config`."""
     handle.validate_prompts(config.prompts)
-    group = _open_group(handle, store, config, overwrite)
+    group = create_group(lambda o: _open_group(handle, store, config, o), overwrite)
     done = set(group.done_units().tolist())
-    todo = [i for i in range(config.num_images) if i not in done]
+    mine = [i for i in range(config.num_images) if ranks.owns(i)]
+    todo = [i for i in mine if i not in done]
     sigmas = handle.sigmas(config.num_steps)
     stored = set(config.stored_steps)
     start = time.perf_counter()
     bar = progress(
-        total=config.num_images * config.num_steps,
+        total=len(mine) * config.num_steps,
         desc="calib",
         unit="step",
-        initial=len(done) * config.num_steps,
+        initial=(len(mine) - len(todo)) * config.num_steps,
     )
     with bar:
         for image in todo:
@@ -104,5 +109,5 @@ def calibrate(
                 config.seed_of(image),
             )
             group.write_unit(image, unit)
-    group.mark_complete()
-    return CalibResult(group, len(todo), len(done), time.perf_counter() - start)
+    commit([group])
+    return CalibResult(group, len(todo), len(mine) - len(todo), time.perf_counter() - start)

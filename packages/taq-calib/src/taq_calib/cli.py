@@ -9,7 +9,9 @@ from pathlib import Path
 from taq_calib.calibration import calib_config, calibrate
 from taq_io import MISSING, Store, StoreError
 from taq_model.presets import DEFAULT_PRESET, PRESETS, ModelOptions, load_preset
+from taq_run import writers
 from taq_run.runs import refuse_other_model
+from taq_runtime import ranks
 from taq_runtime.cli import ArgumentParser, UsageError, add_version_flag, at_least, run_cli
 
 
@@ -81,15 +83,21 @@ def run(args: argparse.Namespace) -> int:
         config = calib_config(args, handle, prompts)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    store = Store.open_or_create(args.store, handle.identity)
-    if store.state("calib").state != MISSING and not (args.resume or args.overwrite):
-        raise UsageError(
-            f"{args.store} already has a calib group: pass --resume to continue it "
-            "or --overwrite to replace it"
-        )
+
+    def open_store() -> Store:
+        store = Store.open_or_create(args.store, handle.identity)
+        if store.state("calib").state != MISSING and not (args.resume or args.overwrite):
+            raise UsageError(
+                f"{args.store} already has a calib group: pass --resume to continue it "
+                "or --overwrite to replace it"
+            )
+        return store
+
+    store = writers.open_store(open_store)
     result = calibrate(handle, store, config, overwrite=args.overwrite)
     print(
-        f"calib: wrote {result.images_written} image(s) x {len(config.stored_steps)} step(s)"
+        f"{ranks.tag()}calib: wrote {result.images_written} image(s) x "
+        f"{len(config.stored_steps)} step(s)"
         f" ({result.images_skipped} already done) in {result.seconds:.1f}s -> "
         f"{args.store}/calib ({store.nbytes('calib') / 1e6:.1f} MB)"
     )

@@ -36,6 +36,7 @@ from taq_pipeline.sweep import SweepConfig, run_sweep, sweep_dir
 from taq_run.calib import calib_config_of, require_calib
 from taq_run.quant_config import RECIPE_DEFAULTS, RECIPES
 from taq_run.runs import open_run
+from taq_runtime import ranks
 from taq_runtime.cli import (
     UsageError,
     command_parser,
@@ -154,7 +155,9 @@ def _evaluate_and_report(store: Store, config: EvalConfig, run_config: dict, log
 def _run(args: argparse.Namespace) -> int:
     config = _config(args)
     start = time.perf_counter()
-    store, handle, timings = run_stages(config)
+    store, handle, timings = run_stages(config, log=lambda line: print(ranks.tag() + line))
+    if ranks.rank() > 0:  # rank 0 alone evaluates and reports
+        return 0
     eval_config = _eval_config(store, config.eval_samples, config.eval_split, config.local_ckpt)
     report = _evaluate_and_report(store, eval_config, config.to_json())
     print(f"\ntaq run finished in {time.perf_counter() - start:.0f}s")

@@ -6,7 +6,9 @@ store groups plus the config each of them must record, built by the stage's own 
 partial / complete / stale, the one place taq decides it), so resuming after a kill and
 refusing changed inputs work the same way for every stage. Each stage calls its package's
 library entry point; taq-io's `create_group` resumes a group created again with the same
-config.
+config. Under `mlx.launch` every rank runs the stages in step (each decides from the same
+store, after a barrier): the sharded stages split their units across ranks, and rank 0 alone
+runs `analyze` and records the timings (`taq_run.writers`).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from taq_calib.cli import read_prompts
 from taq_io import COMPLETE, MISSING, PARTIAL, STALE, Store, StoreError, local_parent, store_stem
 from taq_model.presets import ModelHandle, ModelOptions, load_preset
 from taq_model.taxonomy import block_names
+from taq_run import writers
 from taq_run.quant_config import AnalyzeConfig, TierRule, analyze_config
 from taq_run.runs import refuse_other_model
 from taq_run.weights import METHODS, AdaRoundConfig, recorded_config
+from taq_runtime import ranks
 from taq_runtime.cli import at_least, config_from_flags
 
 
@@ -187,7 +191,8 @@ def build_stages(config: RunConfig, handle: ModelHandle, store: Store) -> list[S
             "actstats analyze",
             "taq-actstats analyze",
             {"quant_config": analyze.to_json()},
-            lambda o: analyze_stats(handle, store, analyze, overwrite=o),
+            # one pass over every image's statistics in image order: rank 0's alone
+            lambda o: ranks.on_rank0(lambda: analyze_stats(handle, store, analyze, overwrite=o)),
         ),
     ]
 
@@ -210,7 +215,7 @@ def open_store(config: RunConfig) -> tuple[Store, ModelHandle]:
     refuse_other_model(config.store, config.model)
     handle = load_preset(config.model, local_ckpt=config.local_ckpt, options=config.model_options)
     handle.validate_prompts(_prompts(config, handle))
-    return Store.open_or_create(config.store, handle.identity), handle
+    return writers.open_store(lambda: Store.open_or_create(config.store, handle.identity)), handle
 
 
 def run_stages(
@@ -226,6 +231,7 @@ def run_stages(
     timings = []
     for stage in build_stages(config, handle, store):
         state = stage.state(store)
+        ranks.barrier()  # every rank decides from the same store, before any writes to it
         if state.state == STALE and not config.overwrite:
             raise StaleStageError(
                 f"{stage.name} in {config.store} is stale: {state.detail}; rerun with "
@@ -241,7 +247,7 @@ def run_stages(
         start = time.perf_counter()
         stage.run(overwrite=state.state == STALE)
         timing = StageTiming(stage.name, time.perf_counter() - start, outcome, groups)
-        store.record_timing(timing.name, timing.seconds, timing.outcome, timing.groups)
+        ranks.on_rank0(lambda t=timing: store.record_timing(t.name, t.seconds, t.outcome, t.groups))
         timings.append(timing)
     return store, handle, timings
 

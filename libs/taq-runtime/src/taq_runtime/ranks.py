@@ -175,3 +175,30 @@ def check_launch(argv: Sequence[str] | None = None) -> None:
         "install the same taq and MLX on every machine (the hash covers every taq module)",
     )
     agree("command line", " ".join(argv), "launch every rank with the same flags")
+
+
+def free_port(count: int) -> int:
+    """A port p with p .. p + count - 1 free on loopback (the ring backend listens on one
+    port per rank)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port + count > 65535:
+            continue
+        try:
+            for offset in range(count):
+                with socket.socket() as other:
+                    other.bind(("127.0.0.1", port + offset))
+            return port
+        except OSError:
+            continue
+    raise OSError("no free run of loopback ports for the ranks")
+
+
+def local_launch(count: int, command: Sequence[str]) -> list[str]:
+    """The `mlx.launch` command line that runs `command` as `count` ranks on this machine
+    (ring backend over loopback); the `mlx.launch` installed beside this Python."""
+    launcher = Path(sys.executable).parent / "mlx.launch"
+    port = free_port(count)
+    return [str(launcher), "-n", str(count), "--backend", "ring", "-p", str(port), "--", *command]

@@ -165,4 +165,5 @@ def test_ranks_with_other_flags_are_refused_on_every_rank(tmp_path):
         line = next(e for e in errors if f"rank {rank} on" in e)
         assert line.startswith("error: ranks disagree on the command line"), line
         assert "launch every rank with the same flags" in line
+        assert f"Node with rank {rank} exited with code 2" in out.stdout + out.stderr
     assert not store.exists()

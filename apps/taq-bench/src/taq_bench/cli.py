@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import mlx.core as mx
 
-from taq_bench import blocks
+from taq_bench import blocks, scale
 from taq_bench.adaround import SHAPES, bench_adaround, lines
 from taq_bench.suite import bench_blas, bench_infer, bench_storage
 from taq_runtime.blas import blas_info
@@ -49,6 +50,22 @@ def _blocks(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
     else:
         print("\n".join(blocks.projection_lines(projections)))
+    return 0
+
+
+def _scale(args: argparse.Namespace) -> int:
+    if min(args.ranks, args.images, args.steps, args.iters) < 1 or args.ranks < 2:
+        raise scale.ScaleError("--ranks must be at least 2, --images/--steps/--iters at least 1")
+    result = scale.bench_scale(args.ranks, args.images, args.steps, args.iters)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
+    print(
+        f"taq-bench scale: tiny-digits, 1 rank vs {args.ranks} ranks (mlx.launch, ring backend "
+        f"over loopback) on {os.cpu_count()} CPU cores; {args.images} images x {args.steps} "
+        "steps; stage time = the slowest rank's"
+    )
+    print("\n".join(scale.lines(result)))
     return 0
 
 
@@ -141,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     blk.add_argument("--seed", type=int, default=0)
     blk.add_argument("--json", action="store_true")
     blk.set_defaults(func=_blocks)
+    sca = sub.add_parser("scale", help="1 rank vs N ranks: calib images/s, optimize wall time")
+    sca.add_argument("--ranks", type=int, default=2, help="local ranks to compare with one")
+    sca.add_argument("--images", type=int, default=8, help="calibration images")
+    sca.add_argument("--steps", type=int, default=10, help="sampling steps per image")
+    sca.add_argument("--iters", type=int, default=100, help="AdaRound iterations per block")
+    sca.add_argument("--json", action="store_true")
+    sca.set_defaults(func=_scale)
     sub.add_parser("infer", help="W4 vs FP32 sampling time and memory (see its --help)")
     for name, func, text in (
         ("blas", _blas, "optimised vs reference BLAS GEMM rate"),
@@ -160,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return infer_main(argv[1:])
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: args.func(args), user_errors=(blocks.BlocksError,))
+    return run_cli(lambda: args.func(args), user_errors=(blocks.BlocksError, scale.ScaleError))
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ def run_cli(main: Callable[[], int | None], user_errors: Iterable[type[BaseExcep
         return main() or 0
     except errors as err:
         print(f"error: {err}", file=sys.stderr)
+        _exit_now_if_launched()
         return EXIT_USAGE
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -85,6 +86,16 @@ def run_cli(main: Callable[[], int | None], user_errors: Iterable[type[BaseExcep
     except KeyboardInterrupt:
         print("interrupted: rerun the same command with --resume to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _exit_now_if_launched() -> None:
+    """Under `mlx.launch`, exit 2 at once: the launcher stops the other ranks as soon as one
+    exits, and a rank still tearing Python down would be killed rather than exit 2 itself."""
+    ranks = sys.modules.get("taq_runtime.ranks")
+    if ranks is not None and ranks.size() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_USAGE)
 
 
 def config_from_flags(cls: type[Config], flags: Any, **overrides: Any) -> Config:

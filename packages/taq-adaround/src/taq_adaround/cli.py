@@ -115,8 +115,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     print_summary(result.rows)
     print(
-        f"weights: W{args.bits_w} (group {args.group_size}) -> {args.store}/weights/adaround, "
-        f"{args.store}/weights/rtn in {time.perf_counter() - start:.1f}s"
+        f"{ranks.tag()}weights: W{args.bits_w} (group {args.group_size}) -> "
+        f"{args.store}/weights/adaround, {args.store}/weights/rtn in "
+        f"{time.perf_counter() - start:.1f}s"
     )
     return 0
 

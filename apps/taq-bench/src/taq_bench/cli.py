@@ -62,8 +62,9 @@ def _scale(args: argparse.Namespace) -> int:
         return 0
     print(
         f"taq-bench scale: tiny-digits, 1 rank vs {args.ranks} ranks (mlx.launch, ring backend "
-        f"over loopback) on {os.cpu_count()} CPU cores; {args.images} images x {args.steps} "
-        "steps; stage time = the slowest rank's"
+        f"over loopback) on {os.cpu_count()} CPU cores ({scale.blas_threads(args.ranks)} BLAS "
+        f"thread(s) per rank); {args.images} images x {args.steps} steps; stage time = the "
+        "slowest rank's"
     )
     print("\n".join(scale.lines(result)))
     return 0

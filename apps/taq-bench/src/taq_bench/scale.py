@@ -5,7 +5,8 @@ same tiny-digits work, measured in one run: calibration images/s and the wall ti
 Each command runs as the user would run it (its console script, under `mlx.launch` for N
 ranks). A stage's time is the slowest rank's own (what the command prints: from the store
 open to its commit, so process start-up and model build are left out); the end-to-end wall
-of each command, start-up included, is reported beside it.
+of each command, start-up included, is reported beside it. One rank uses every core for BLAS;
+N ranks get cores / N BLAS threads each (`blas_threads`).
 """
 
 from __future__ import annotations
@@ -37,8 +38,15 @@ class Timing:
     wall_seconds: float  # the whole command, start-up included
 
 
+def blas_threads(ranks: int) -> int:
+    """BLAS threads per rank: the cores shared out (OpenBLAS takes them all by default, and
+    ranks whose threads outnumber the cores spin against each other)."""
+    return max(1, (os.cpu_count() or 1) // ranks)
+
+
 def _run(ranks: int, command: list[str]) -> Timing:
-    argv = command if ranks == 1 else local_launch(ranks, command)
+    env = [f"OPENBLAS_NUM_THREADS={blas_threads(ranks)}"]
+    argv = command if ranks == 1 else local_launch(ranks, command, env)
     start = time.perf_counter()
     out = subprocess.run(argv, capture_output=True, text=True, env=ENV)
     wall = time.perf_counter() - start

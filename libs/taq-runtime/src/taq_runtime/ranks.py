@@ -196,9 +196,11 @@ def free_port(count: int) -> int:
     raise OSError("no free run of loopback ports for the ranks")
 
 
-def local_launch(count: int, command: Sequence[str]) -> list[str]:
+def local_launch(count: int, command: Sequence[str], env: Sequence[str] = ()) -> list[str]:
     """The `mlx.launch` command line that runs `command` as `count` ranks on this machine
-    (ring backend over loopback); the `mlx.launch` installed beside this Python."""
+    (ring backend over loopback; `env`: `NAME=value` for every rank); the `mlx.launch`
+    installed beside this Python."""
     launcher = Path(sys.executable).parent / "mlx.launch"
-    port = free_port(count)
-    return [str(launcher), "-n", str(count), "--backend", "ring", "-p", str(port), "--", *command]
+    flags = ["-n", str(count), "--backend", "ring", "-p", str(free_port(count))]
+    flags += [f"--env={item}" for item in env]
+    return [str(launcher), *flags, "--", *command]

@@ -146,20 +146,38 @@ def _gather_digests(text: str) -> list[bytes]:
     return [bytes(flat[r * 32 : (r + 1) * 32]) for r in range(size())]
 
 
+def _gather_texts(text: str) -> list[str]:
+    data = list(text.encode()[:MESSAGE_BYTES])
+    padded = mx.array(data + [0] * (MESSAGE_BYTES - len(data)), mx.int32)
+    gathered = mx.distributed.all_gather(padded, group=world(), stream=mx.cpu)
+    mx.eval(gathered)
+    flat = gathered.tolist()
+    rows = [flat[r * MESSAGE_BYTES : (r + 1) * MESSAGE_BYTES] for r in range(size())]
+    return [bytes(c for c in row if c).decode(errors="replace") for row in rows]
+
+
+def _first_difference(mine: str, theirs: str) -> tuple[str, str]:
+    """The first differing word of two texts (with the word before it, for a flag's name)."""
+    a, b = mine.split(), theirs.split()
+    i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    start = max(0, i - 1)
+    return " ".join(a[start : i + 1]) or "(nothing)", " ".join(b[start : i + 1]) or "(nothing)"
+
+
 def agree(what: str, value: str, fix: str) -> None:
-    """Refuse (RankError on every rank) unless every rank has the same `value` of `what`."""
+    """Refuse (RankError on every rank) unless every rank has the same `value` of `what`;
+    the message names the first difference from the first rank that differs."""
     if size() == 1:
         return
     digests = _gather_digests(value)
     if len(set(digests)) == 1:
         return
-    groups = {digest: [r for r, d in enumerate(digests) if d == digest] for digest in digests}
-    mine = groups[digests[rank()]]
-    others = sorted(r for r in range(size()) if r not in mine)
-    barrier()  # every rank knows before any exits (the launcher stops the rest on an exit)
+    values = _gather_texts(value)  # every rank learns what the others have
+    other = next(r for r in range(size()) if digests[r] != digests[rank()])
+    mine, theirs = _first_difference(values[rank()], values[other])
     raise RankError(
         f"ranks disagree on the {what}: rank {rank()} on {socket.gethostname()} has "
-        f"{value[:120]!r}, unlike rank(s) {', '.join(map(str, others))}: {fix}"
+        f"`{mine}`, rank {other} has `{theirs}`: {fix}"
     )
 
 

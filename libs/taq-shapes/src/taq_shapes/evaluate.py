@@ -2,12 +2,15 @@
 
 The scenes are flat colours on a plain background, so an image is parsed directly:
 1. colour segmentation: each pixel takes the nearest palette colour (or the background)
-   within `MAX_COLOUR_DISTANCE` in RGB, else none — a colour shift fails here;
+   within `MAX_COLOUR_DISTANCE` in RGB, else none — a colour shift fails here; then a 3x3
+   majority filter, so isolated wrong pixels (a generated image's speckle) neither split an
+   object nor eat holes in it, while a ring's hole and a cross's arms (3+ pixels) stay;
+   unmatched pixels do not vote, so a colour shifted off the palette stays unmatched;
 2. connected components per colour (4-neighbour, numpy label propagation), dropping specks
    under `MIN_AREA` pixels — a lost or split object changes the count;
 3. shape by template matching: each shape's mask (`render.shape_mask`) drawn into the
-   component's bounding box, best IoU wins — a smeared ring becomes a circle, a smeared
-   cross a square; size by the bounding box.
+   component's bounding box, also shifted by a pixel each way, best IoU wins — a smeared
+   ring becomes a circle, a smeared cross a square; size by the bounding box.
 Each prompt object is matched by colour (a pair's two objects differ in colour), then scored:
 count, colour, shape, size (single objects), relative position (pairs: the centroids must be
 at least `POSITION_MARGIN` pixels apart along the relation's axis). Prompt adherence is the
@@ -71,7 +74,20 @@ def segment(image: np.ndarray) -> np.ndarray:
     pixels = image.astype(np.float32)[..., None, :]
     distance = np.sqrt(((pixels - _PALETTE) ** 2).sum(-1))
     labels = distance.argmin(-1)
-    return np.where(distance.min(-1) <= MAX_COLOUR_DISTANCE, labels, -1)
+    return majority_filter(np.where(distance.min(-1) <= MAX_COLOUR_DISTANCE, labels, -1))
+
+
+def majority_filter(regions: np.ndarray) -> np.ndarray:
+    """Each pixel takes the most frequent colour label (background included) of its 3x3
+    neighbourhood, its own on a tie; unmatched pixels (-1) do not vote, and one with no
+    voting neighbour stays unmatched."""
+    h, w = regions.shape
+    values = np.arange(len(_PALETTE))
+    own = regions[None] == values[:, None, None]
+    votes = np.pad(own, ((0, 0), (1, 1), (1, 1)))
+    counts = sum(votes[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
+    counts = counts + 0.5 * own
+    return np.where(counts.max(0) > 0, values[counts.argmax(0)], -1)
 
 
 def connected_components(mask: np.ndarray) -> list[np.ndarray]:
@@ -97,20 +113,28 @@ def connected_components(mask: np.ndarray) -> list[np.ndarray]:
     return [labels == value for value in np.unique(labels[mask])]
 
 
+# Template placements tried per component: the bounding box moved by these pixel offsets,
+# because a generated object's edges are a pixel off here and there. (Shrinking the box as
+# well made blurred squares read as circles: a smaller template fits inside any blob.)
+_OFFSETS = (-1.0, 0.0, 1.0)
+
+
 def classify_shape(component: np.ndarray) -> str:
-    """The shape whose template, drawn into the component's bounding box, overlaps it best."""
+    """The shape whose template, placed in the component's bounding box, overlaps it best."""
     ys, xs = np.nonzero(component)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     centres_x = np.arange(component.shape[1]) + 0.5
     centres_y = np.arange(component.shape[0]) + 0.5
-    u = (centres_x[None, :] - (x0 + x1) / 2) / ((x1 - x0) / 2)
-    v = (centres_y[:, None] - (y0 + y1) / 2) / ((y1 - y0) / 2)
-    scores = []
-    for shape in SHAPES:
-        template = shape_mask(shape, u, v)
-        union = np.logical_or(template, component).sum()
-        scores.append(np.logical_and(template, component).sum() / max(union, 1))
-    return SHAPES[int(np.argmax(scores))]
+    best = np.zeros(len(SHAPES))
+    for dx in _OFFSETS:
+        for dy in _OFFSETS:
+            u = (centres_x[None, :] - (x0 + x1) / 2 - dx) / ((x1 - x0) / 2)
+            v = (centres_y[:, None] - (y0 + y1) / 2 - dy) / ((y1 - y0) / 2)
+            for i, shape in enumerate(SHAPES):
+                template = shape_mask(shape, u, v)
+                union = np.logical_or(template, component).sum()
+                best[i] = max(best[i], np.logical_and(template, component).sum() / max(union, 1))
+    return SHAPES[int(np.argmax(best))]
 
 
 def detect_objects(image: np.ndarray) -> list[DetectedObject]:

@@ -4,7 +4,10 @@ Variants: FP | RTN W4 | AdaRound W4 | AdaRound W4A8 (static, learned scales) | A
 time-aware A4/A6/A8 | + SmoothQuant. Per variant: MSE and PSNR of the final images vs FP; on
 tiny-digits the digit classifier's accuracy and a Fréchet distance of its features vs the
 real digits; resident weight bytes of the quantized layers; wall time; average activation
-bits. Packed 4-bit weights are real; activation quantization is simulated (fake-quant).
+bits; for every preset SSIM and the 10th-percentile (worst-case) PSNR vs FP; on presets with
+their own evaluator (tiny-shapes: prompt adherence, `tasks.py`) its score per
+sample and per attribute. Packed 4-bit weights are real; activation quantization is simulated
+(fake-quant).
 
 Seeds: the split's (`seeds.py`: held-out by default, never a calibration or tuning seed); each
 variant keeps its per-sample MSE and digit correctness, so `intervals.py` can give every metric
@@ -32,12 +35,12 @@ from taq_model.taxonomy import get_module, quantizable_layers
 from taq_pipeline.groups import identity
 from taq_pipeline.intervals import Claim
 from taq_pipeline.seeds import seed_split
-from taq_pipeline.tasks import task_metrics, task_scores
+from taq_pipeline.tasks import LABELS, task_metrics, task_scores
 from taq_run.calib import require_calib
 from taq_run.quant_config import require_quant_config
 from taq_run.weights import adaround_config_of, require_weights
 from taq_runtime.cli import progress
-from taq_runtime.fidelity import psnr_from_mse
+from taq_runtime.fidelity import image_fidelity, psnr_from_mse
 from taq_tiny import classifier as digit_classifier
 from taq_tiny.data import load_digit_images
 
@@ -56,7 +59,7 @@ CLAIMS = (
     Claim("+ SmoothQuant", "AdaRound W4 + time-aware A4/A6/A8", "psnr"),
 )
 INPUTS = ("weights/rtn", "weights/adaround", "quant_config")  # the groups read, by path
-EVAL_VERSION = 2  # 2: seed splits, per-sample MSE and correctness
+EVAL_VERSION = 3  # 2: seed splits, per-sample MSE and correctness; 3: SSIM, p10 PSNR, task scores
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,10 @@ class VariantResult:
     act_bits: float | None  # None: activations in float32
     images: list  # uint8 (N, h, w, c) as nested lists, for the sample grid
     sample_mse: list  # per sample, vs FP's image of the same seed
-    correct: list | None  # per sample 0/1 (tiny-digits' classifier), else None
+    correct: list | None  # per sample 0/1 (the task metric: digit classifier, adherence)
+    ssim: float | None = None  # mean SSIM vs FP's images
+    psnr_p10_db: float | None = None  # 10th-percentile per-image PSNR vs FP (worst case)
+    attributes: dict | None = None  # per-attribute accuracies of the task metric
 
     def row(self) -> dict:
         data = asdict(self)
@@ -179,29 +185,40 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
         )
     seeds = list(split.evaluation)
     record["seeds"] = split.to_json()
-    digits = "accuracy" in task_metrics(config.model)
+    metrics = task_metrics(config.model)
+    digits = "accuracy" in metrics
+    record["task_metric"] = LABELS[metrics[0]] if metrics else None
+    record["prompts"] = prompts
     real_features = digit_classifier.features(load_digit_images()[0]) if digits else None
-    reference = None
+    reference = fp_images = None
     done = sum(name in record["variants"] for name, _ in VARIANTS)
     bar = progress(len(VARIANTS), "evaluate", unit="variant", initial=done)
     for name, options in VARIANTS:
         if name in record["variants"]:
             if reference is None:
-                reference = np.array(record["variants"][name]["images"], dtype=np.float64)
+                fp_images = np.array(record["variants"][name]["images"], dtype=np.uint8)
+                reference = fp_images.astype(np.float64)
             continue
         bar.set_postfix_str(name)
         latents, images, weight_bytes, seconds = render_variant(
             config, store, options, prompts, seeds
         )
         if reference is None:
-            reference = images.astype(np.float64)
+            fp_images, reference = images, images.astype(np.float64)
         sample_mse = np.mean((images.astype(np.float64) - reference) ** 2, axis=(1, 2, 3))
         mse = float(sample_mse.mean())
-        accuracy = frechet = correct = None
-        if digits:
-            scores = task_scores(config.model, prompts, latents, images)["accuracy"]
-            correct = [int(v) for v in scores]
+        fidelity = image_fidelity(fp_images, images)
+        accuracy = frechet = correct = attributes = None
+        if metrics:
+            scores = task_scores(config.model, prompts, latents, images)
+            correct = [int(v) for v in scores[metrics[0]]]
             accuracy = float(np.mean(correct))
+            attributes = {
+                name: float(np.mean([v for v in scores[name] if v is not None]))
+                for name in metrics[1:]
+                if any(v is not None for v in scores[name])
+            } or None
+        if digits:
             features = digit_classifier.features(latents)
             frechet = float(digit_classifier.frechet_distance(features, real_features))
         result = VariantResult(
@@ -216,6 +233,9 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
             images.tolist(),
             sample_mse.tolist(),
             correct,
+            fidelity.ssim,
+            fidelity.psnr_p10,
+            attributes,
         )
         record["variants"][name] = asdict(result)
         _write_json(path, record)

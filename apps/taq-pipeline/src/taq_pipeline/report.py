@@ -166,13 +166,14 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
     actstats_plots = plot_actstats(store, out / "actstats")
     if temporal is not None:
         (out / "temporal.json").write_text(json.dumps(_finite(temporal), indent=2))
-    _plot_samples(out / "samples.png", results)
+    _plot_samples(out / "samples.png", results, eval_record.get("prompts"))
     _plot_blocks(out / "block_mse.png", blocks)
     _plot_quality(out / "quality_vs_bits.png", results)
     _plot_tiers(out / "tiers.png", tiers)
     samples = eval_record["config"]["samples"]
     digits = eval_record["config"]["model"] == "tiny-digits"
     prompts = "prompts `digit 0`..`digit 9`" if digits else "the preset's prompts"
+    task = eval_record.get("task_metric") or "task metric"
     lines = [
         f"# taq report: {eval_record['config']['model']}",
         "",
@@ -182,7 +183,7 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         f"{seeds['calibration']}; no default was chosen on held-out seeds. Brackets: 95 % "
         f"interval ({stats['method']}).",
         "",
-        "| variant | PSNR vs FP (dB) | MSE vs FP | digit accuracy | Fréchet dist. | "
+        f"| variant | PSNR vs FP (dB) | MSE vs FP | {task} | Fréchet dist. | "
         "weight memory (KiB) | act. bits | wall time (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -196,6 +197,7 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
             f"{r.weight_bytes / 1024:.1f} | {_fmt(r.act_bits, '.2f', 'fp32')} | "
             f"{r.seconds:.1f} |"
         )
+    lines += ["", *fidelity_table(results)]
     lines += [
         "",
         "Claims, each a paired comparison on the same seeds (met only when the whole interval "
@@ -207,9 +209,14 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         "",
         f"{samples} samples ({prompts} in turn, seeds {seeds['evaluation']}"
         f"), {eval_record['config']['num_steps']} Euler steps, CFG "
-        f"{eval_record['config']['cfg']:g}; PSNR/MSE on the uint8 images vs FP's; accuracy "
-        "and Fréchet distance from the digit classifier (features vs the real digits). "
-        "Weight memory: resident bytes of the quantized layers (FP: float32; time-aware rows "
+        f"{eval_record['config']['cfg']:g}; PSNR/MSE on the uint8 images vs FP's; "
+        + (
+            "accuracy and Fréchet distance from the digit classifier (features vs the real "
+            "digits). "
+            if digits
+            else f"{task}: {TASK_NOTES.get(task, 'the preset evaluator')}. "
+        )
+        + "Weight memory: resident bytes of the quantized layers (FP: float32; time-aware rows "
         "add their per-step grids and the fc2 biases that compensate each step's shift). "
         f"Machine: {env.platform}, {env.device}, {env.blas} BLAS, "
         f"{env.gemm_gflops:.0f} GFLOP/s fp32 GEMM.",
@@ -277,20 +284,57 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
     return path
 
 
-def _plot_samples(path: Path, results) -> None:
+def fidelity_table(results) -> list[str]:
+    """SSIM and worst-case PSNR per variant, and the task metric's attributes if any."""
+    attributes = [k for k in (results[0].attributes or {})]
+    lines = [
+        "| variant | SSIM vs FP | worst-case PSNR (10th pct., dB) | "
+        + "".join(f"{a} | " for a in attributes),
+        "|---|---|---|" + "---|" * len(attributes),
+    ]
+    for r in results[1:]:
+        cells = "".join(f"{_fmt((r.attributes or {}).get(a), '.1%')} | " for a in attributes)
+        lines.append(f"| {r.name} | {_fmt(r.ssim, '.4f')} | {_fmt(r.psnr_p10_db, '.2f')} | {cells}")
+    if attributes:
+        fp = results[0].attributes
+        cells = "".join(f"{fp[a]:.1%} | " for a in attributes)
+        lines.insert(2, f"| FP | 1 | inf | {cells}")
+    return lines
+
+
+TASK_NOTES = {
+    "prompt adherence": "the fraction of images whose parse (colour segmentation, connected "
+    "components, template shapes; no learned judge) matches every attribute of the prompt; "
+    "the attribute columns are means over the prompts they apply to (colour and shape: the "
+    "share of a prompt's objects right; size: single objects; position: pairs)",
+}
+
+
+def _plot_samples(path: Path, results, prompts: list[str] | None = None) -> None:
     columns = min(10, len(results[0].images))
     fig, axes = plt.subplots(
-        len(results), columns, figsize=(1.0 * columns + 2.2, 1.05 * len(results)), squeeze=False
+        len(results),
+        columns,
+        figsize=(1.0 * columns + 2.2, 1.05 * len(results) + (0.6 if prompts else 0)),
+        squeeze=False,
     )
     for row, r in enumerate(results):
         images = np.array(r.images, dtype=np.uint8)
         for col in range(columns):
             ax = axes[row, col]
-            ax.imshow(images[col, ..., 0], cmap="gray", vmin=0, vmax=255)
+            if images.shape[-1] == 3:
+                ax.imshow(images[col])
+            else:
+                ax.imshow(images[col, ..., 0], cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([])
             ax.set_yticks([])
         label = r.name.replace(" + ", "\n+ ").replace("W4A8 static", "W4A8\nstatic")
         axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    for col in range(columns if prompts else 0):
+        words = prompts[col].split(" ")
+        half = (len(words) + 1) // 2
+        text = " ".join(words[:half]) + "\n" + " ".join(words[half:])
+        axes[-1, col].set_xlabel(text, fontsize=5)
     fig.suptitle("generated samples (same prompts and seeds per column)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

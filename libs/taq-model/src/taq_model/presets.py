@@ -9,6 +9,10 @@
 | `flux-schnell`      | real FLUX.1-schnell (`--local-ckpt`; `families.py`)            |
 | `*-tiny`            | those two families at toy size, random weights (tests)         |
 
+Other installed packages add presets through the `taq.presets` entry-point group (name ->
+a builder taking the weights path or None): `tiny-shapes` comes from taq-shapes that way,
+because its data set and trainer live there and taq-model cannot import them.
+
 Only construction and conditioning differ; sampling, hooks and artifacts are shared.
 """
 
@@ -20,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import Enum
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import mlx.core as mx
@@ -409,7 +414,7 @@ def build_sd3(local_ckpt: str | None = None, options: ModelOptions | None = None
     )
 
 
-PRESETS = (
+BUILTIN_PRESETS = (
     "tiny-digits",
     "sd3-medium-random",
     "sd3-medium",
@@ -418,6 +423,15 @@ PRESETS = (
     "sd3.5-large-tiny",
     "flux-schnell-tiny",
 )
+PRESET_ENTRY_POINTS = "taq.presets"
+
+
+def plugin_presets() -> dict:
+    """Presets other installed packages register (`taq.presets` entry points), by name."""
+    return {ep.name: ep for ep in entry_points(group=PRESET_ENTRY_POINTS)}
+
+
+PRESETS = BUILTIN_PRESETS + tuple(sorted(plugin_presets()))
 SD3_LATENTS = (64, 64, 16)
 SD3_PIXELS = (512, 512)
 
@@ -474,6 +488,13 @@ def load_preset(
                 "--t5, --height and --width"
             )
         return tiny_family_handle(base.removesuffix(TINY_SUFFIX), seed=seed)
+    plugin = plugin_presets().get(base)
+    if plugin is not None:
+        if not options.is_default:
+            raise ModelError(
+                f"{base} has a fixed latent and no T5: drop --t5, --height and --width"
+            )
+        return plugin.load()(weights)
     raise ModelError(f"unknown model preset {name!r}: choose one of {', '.join(PRESETS)}")
 
 

@@ -24,6 +24,7 @@ from taq_shapes.model import (
 
 DEFAULT_STEPS = 20
 DEFAULT_CFG = 3.0
+DEFAULT_PROMPTS = 64  # drawn from the grammar; calibration and evaluation take them in turn
 
 
 @dataclass
@@ -50,7 +51,7 @@ def build_tiny_shapes(weights_path: str | os.PathLike | None = None) -> TinyShap
         default_steps=DEFAULT_STEPS,
         default_cfg=DEFAULT_CFG,
         shift=1.0,
-        default_prompts=prompt_set(8, seed=0),
+        default_prompts=prompt_set(DEFAULT_PROMPTS, seed=0),
         weights_id=file_id(path),
         conditioner=conditioner,
         weights_path=path,

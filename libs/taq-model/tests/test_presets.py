@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from taq_model.presets import ModelError, load_preset
+from taq_model.presets import ModelError, load_preset, plugin_presets
 from taq_model.taxonomy import block_names, get_layer, quantizable_layers
 
 
@@ -57,4 +57,5 @@ def test_cli_bad_preset_exits_2_with_one_line(run_command, tmp_path):
     assert out.returncode == 2
     expected = "error: unknown model preset 'sd4': choose one of tiny-digits, sd3-medium-random, "
     expected += "sd3-medium, sd3.5-large, flux-schnell, sd3.5-large-tiny, flux-schnell-tiny"
-    assert out.stderr.strip().splitlines() == [expected]
+    plugins = "".join(f", {name}" for name in sorted(plugin_presets()))  # e.g. tiny-shapes
+    assert out.stderr.strip().splitlines() == [expected + plugins]

@@ -23,7 +23,7 @@ from taq_io import MISSING, Store  # noqa: E402
 from taq_pipeline.evaluate import CLAIMS  # noqa: E402
 from taq_pipeline.intervals import Interval, evaluation_intervals  # noqa: E402
 from taq_run.quant_config import TierRule, analyze_config_of, require_quant_config  # noqa: E402
-from taq_run.weights import require_weights
+from taq_run.weights import adaround_config_of, require_weights
 from taq_runtime.doctor import environment_report  # noqa: E402
 
 NOTE = (
@@ -148,6 +148,8 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
     }
     timings = {**timings, "evaluate": evaluation}
     stats = evaluation_intervals(results, CLAIMS)
+    bits_w = adaround_config_of(require_weights(store, "adaround")).bits_w
+    shown = _namer(bits_w)
     seeds = eval_record["seeds"]
     data = {
         "store": str(store.path),
@@ -193,11 +195,11 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         mse = Interval(**row["mse"]).describe(".3g")
         accuracy = _percent(Interval(**row["accuracy"])) if "accuracy" in row else _fmt(None, "")
         lines.append(
-            f"| {r.name} | {psnr} | {mse} | {accuracy} | {_fmt(r.frechet, '.2f')} | "
+            f"| {shown(r.name)} | {psnr} | {mse} | {accuracy} | {_fmt(r.frechet, '.2f')} | "
             f"{r.weight_bytes / 1024:.1f} | {_fmt(r.act_bits, '.2f', 'fp32')} | "
             f"{r.seconds:.1f} |"
         )
-    lines += ["", *fidelity_table(results)]
+    lines += ["", *fidelity_table(results, shown)]
     lines += [
         "",
         "Claims, each a paired comparison on the same seeds (met only when the whole interval "
@@ -225,7 +227,7 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         "",
         "## AdaRound vs RTN per block",
         "",
-        "Block output MSE vs FP on the cached calibration samples (same W4 grid).",
+        f"Block output MSE vs FP on the cached calibration samples (same W{bits_w} grid).",
         "",
         "| block | RTN MSE | AdaRound MSE | AdaRound / RTN | optimize time (s) |",
         "|---|---|---|---|---|",
@@ -284,21 +286,27 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
     return path
 
 
-def fidelity_table(results) -> list[str]:
+def _namer(bits_w: int):
+    """Variant names as the report shows them: the eval keys say W4, the store may hold
+    other weight bits (`--bits-w`)."""
+    return lambda name: name.replace("W4", f"W{bits_w}")
+
+
+def fidelity_table(results, shown=str) -> list[str]:
     """SSIM and worst-case PSNR per variant, and the task metric's attributes if any."""
-    attributes = [k for k in (results[0].attributes or {})]
-    lines = [
-        "| variant | SSIM vs FP | worst-case PSNR (10th pct., dB) | "
-        + "".join(f"{a} | " for a in attributes),
-        "|---|---|---|" + "---|" * len(attributes),
-    ]
-    for r in results[1:]:
-        cells = "".join(f"{_fmt((r.attributes or {}).get(a), '.1%')} | " for a in attributes)
-        lines.append(f"| {r.name} | {_fmt(r.ssim, '.4f')} | {_fmt(r.psnr_p10_db, '.2f')} | {cells}")
-    if attributes:
-        fp = results[0].attributes
-        cells = "".join(f"{fp[a]:.1%} | " for a in attributes)
-        lines.insert(2, f"| FP | 1 | inf | {cells}")
+    attributes = list(results[0].attributes or {})
+    header = ["variant", "SSIM vs FP", "worst-case PSNR (10th pct., dB)", *attributes]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        fp = r is results[0]
+        cells = [
+            shown(r.name),
+            "1" if fp else _fmt(r.ssim, ".4f"),
+            "inf" if fp else _fmt(r.psnr_p10_db, ".2f"),
+            *(_fmt((r.attributes or {}).get(a), ".1%") for a in attributes),
+        ]
+        if not fp or attributes:
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

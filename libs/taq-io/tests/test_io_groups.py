@@ -191,6 +191,21 @@ def test_require_refuses_a_corrupt_group(store: Store) -> None:
         Store.open(store.path).require_group("calib")
 
 
+def test_overwrite_replaces_a_group_left_corrupt_by_a_killed_writer(store: Store) -> None:
+    """Killed between a group's metadata and its arrays: the refusal names --overwrite, and
+    --overwrite must then work without reading the broken group."""
+    write_calib(store)
+    shutil.rmtree(store.path / "calib" / "seeds")
+    with pytest.raises(CorruptStoreError, match=r"--overwrite`"):
+        Store.open(store.path, mode="r+").require_group("calib")
+    reopened = Store.open(store.path, mode="r+")
+    group = create_calib(reopened, overwrite=True)
+    for image in range(calib_writer.IMAGES):
+        group.write_unit(image, calib_writer.unit(image))
+    group.mark_complete()
+    assert Store.open(store.path).require_group("calib").read("seeds").shape[0] > 0
+
+
 def test_a_group_of_another_format_version_is_stale_not_corrupt(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -204,8 +204,10 @@ class Store:
             inputs=dict(inputs),
             complete=False,
         )
-        found = self.state(kind, name, config=meta.config)
-        if found.group is not None and not overwrite:
+        # `overwrite` replaces without reading what is there: a writer killed while creating
+        # the group leaves it corrupt, and --overwrite is the fix the refusal names.
+        found = None if overwrite else self.state(kind, name, config=meta.config)
+        if found is not None and found.group is not None:
             conflict = _difference(found, meta, dict(sizes), f"`{path}` in {self.path}")
             if conflict is None:
                 return found.group

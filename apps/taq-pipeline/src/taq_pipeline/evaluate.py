@@ -35,7 +35,7 @@ from taq_model.taxonomy import get_module, quantizable_layers
 from taq_pipeline.groups import identity
 from taq_pipeline.intervals import Claim
 from taq_pipeline.seeds import seed_split
-from taq_pipeline.tasks import LABELS, task_metrics, task_scores
+from taq_pipeline.tasks import LABELS, mean_of_given, task_metrics, task_scores
 from taq_run.calib import require_calib
 from taq_run.quant_config import require_quant_config
 from taq_run.weights import adaround_config_of, require_weights
@@ -190,22 +190,22 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
     record["task_metric"] = LABELS[metrics[0]] if metrics else None
     record["prompts"] = prompts
     real_features = digit_classifier.features(load_digit_images()[0]) if digits else None
-    reference = fp_images = None
+    fp_images = None
     done = sum(name in record["variants"] for name, _ in VARIANTS)
     bar = progress(len(VARIANTS), "evaluate", unit="variant", initial=done)
     for name, options in VARIANTS:
         if name in record["variants"]:
-            if reference is None:
+            if fp_images is None:
                 fp_images = np.array(record["variants"][name]["images"], dtype=np.uint8)
-                reference = fp_images.astype(np.float64)
             continue
         bar.set_postfix_str(name)
         latents, images, weight_bytes, seconds = render_variant(
             config, store, options, prompts, seeds
         )
-        if reference is None:
-            fp_images, reference = images, images.astype(np.float64)
-        sample_mse = np.mean((images.astype(np.float64) - reference) ** 2, axis=(1, 2, 3))
+        if fp_images is None:
+            fp_images = images
+        difference = images.astype(np.float64) - fp_images.astype(np.float64)
+        sample_mse = np.mean(difference**2, axis=(1, 2, 3))
         mse = float(sample_mse.mean())
         fidelity = image_fidelity(fp_images, images)
         accuracy = frechet = correct = attributes = None
@@ -213,11 +213,8 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
             scores = task_scores(config.model, prompts, latents, images)
             correct = [int(v) for v in scores[metrics[0]]]
             accuracy = float(np.mean(correct))
-            attributes = {
-                name: float(np.mean([v for v in scores[name] if v is not None]))
-                for name in metrics[1:]
-                if any(v is not None for v in scores[name])
-            } or None
+            means = {name: mean_of_given(scores[name]) for name in metrics[1:]}
+            attributes = {k: v for k, v in means.items() if v is not None} or None
         if digits:
             features = digit_classifier.features(latents)
             frechet = float(digit_classifier.frechet_distance(features, real_features))

@@ -48,7 +48,7 @@ from taq_pipeline.intervals import (  # noqa: E402
     psnr_interval,
 )
 from taq_pipeline.seeds import SPLITS, seed_split  # noqa: E402
-from taq_pipeline.tasks import LABELS, task_metrics, task_scores  # noqa: E402
+from taq_pipeline.tasks import LABELS, mean_of_given, task_metrics, task_scores  # noqa: E402
 from taq_run.calib import calib_config_of, require_calib  # noqa: E402
 from taq_run.quant_config import PLANS, RECIPES, AnalyzeConfig, require_quant_config  # noqa: E402
 from taq_run.weights import adaround_config_of, require_weights  # noqa: E402
@@ -277,16 +277,11 @@ def measure_point(
         "psnr_db": psnr_from_mse(sample_mse.mean()),
         "mse": float(sample_mse.mean()),
         **image_fidelity(reference, images).to_json(),
-        "task": {k: _mean_of_given(v) for k, v in scores.items()},
+        "task": {k: mean_of_given(v) for k, v in scores.items()},
         "sample_mse": sample_mse.tolist(),
         "sample_ssim": per_image_ssim(reference, images).tolist(),
         "sample_task": scores,
     }
-
-
-def _mean_of_given(values: list) -> float | None:
-    given = [v for v in values if v is not None]
-    return float(np.mean(given)) if given else None
 
 
 def point_intervals(row: dict) -> dict[str, Interval]:

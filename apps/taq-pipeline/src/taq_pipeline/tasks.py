@@ -33,6 +33,12 @@ def task_metrics(model: str) -> tuple[str, ...]:
     return TASK_METRICS.get(parse_spec(model)[0], ())
 
 
+def mean_of_given(values: list) -> float | None:
+    """The mean over the samples a metric applies to (None marks the others); None if none."""
+    given = [v for v in values if v is not None]
+    return float(np.mean(given)) if given else None
+
+
 def _value(value: bool | float | None) -> float | None:
     return None if value is None else float(value)
 

@@ -27,7 +27,7 @@ LATENT_SHAPE = (16, 16, 12)
 TINY_SHAPES_WEIGHTS = Path(__file__).parent / "weights" / "tiny_shapes.safetensors"
 
 
-def tiny_shapes_config(hidden: int = 128, depth: int = 4, heads: int = 4):
+def tiny_shapes_config(hidden: int = 256, depth: int = 4, heads: int = 4):
     return toy_mmdit_config(LATENT_SHAPE, TOKEN_WIDTH, POOLED_WIDTH, hidden, depth, heads)
 
 

@@ -9,7 +9,7 @@ shipped; and the run writes a checkpoint
 (`<output>.ckpt/`: weights, EMA, optimiser state, losses) every `checkpoint_every` steps,
 which `--resume` continues from.
 
-    train-tiny-shapes --steps 1300 --output tiny_shapes.safetensors [--resume]
+    train-tiny-shapes --output tiny_shapes.safetensors [--resume] [--stop-at N]
 """
 
 from __future__ import annotations
@@ -40,17 +40,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1300
+    steps: int = 5000
     batch_size: int = 32
-    lr: float = 1e-3
-    warmup: int = 100
+    lr: float = 6e-4
+    warmup: int = 200
     ema: float = 0.998
     label_dropout: float = 0.1
-    hidden: int = 128
+    hidden: int = 256
     depth: int = 4
     heads: int = 4
     seed: int = 0
-    checkpoint_every: int = 100
+    checkpoint_every: int = 250
     stop_at: int = 0  # stop after this step (with a checkpoint), to go on with --resume
     output: str = "tiny_shapes.safetensors"
     resume: bool = False

@@ -5,6 +5,7 @@ Every test damages its own copy of one finished minimal run (`store_copy`) and c
 CLI entry points (in-process where a refusal is expected: they fail fast)."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,3 +166,23 @@ def test_lock_of_a_killed_writer_is_taken_over(store_copy, capsys):
     assert code == 0, err
     code, out, _ = call(capsys, taq, "doctor", "--store", store_copy, "--verify")
     assert code == 0 and "calib: complete 2/2 images" in out
+
+
+@pytest.mark.parametrize(
+    ("main", "command", "array"),
+    [
+        (calib, ["--num-images", "2", "--num-steps", "6"], "calib/latents"),
+        (actstats, ["collect", "--num-images", "1"], "actstats/absmax"),
+    ],
+)
+def test_overwrite_replaces_a_group_a_killed_writer_left_half_made(
+    store_copy, capsys, main, command, array
+):
+    """A writer killed while creating its group leaves the group's metadata without all its
+    arrays; --overwrite, the fix the refusal names, must replace it without reading it."""
+    shutil.rmtree(store_copy / array)
+    code, _, err = call(capsys, main, *command, "--store", store_copy)
+    assert code == 2 and "is corrupt" in one_line(err) and "--overwrite" in err
+    code, _, err = call(capsys, main, *command, "--store", store_copy, "--overwrite")
+    assert code == 0, err
+    assert (store_copy / array / "zarr.json").exists()

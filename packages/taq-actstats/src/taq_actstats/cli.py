@@ -121,7 +121,7 @@ def _collect(args) -> int:
     store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
 
     def refuse_existing() -> None:
-        if store.state("actstats").state != MISSING and not (args.resume or args.overwrite):
+        if not (args.resume or args.overwrite) and store.state("actstats").state != MISSING:
             raise UsageError(f"{args.store} already has actstats: pass --resume or --overwrite")
 
     ranks.on_rank0(refuse_existing)  # before any rank writes: every rank refuses alike

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     kind = "blockio" if args.command == "cache" else "weights"
 
     def refuse_existing() -> None:
-        if _existing(store, handle, kind) and not (args.resume or args.overwrite):
+        if not (args.resume or args.overwrite) and _existing(store, handle, kind):
             raise UsageError(
                 f"{args.store} already has {kind} groups: pass --resume to continue "
                 "or --overwrite to replace them"

@@ -115,8 +115,9 @@ def optimize_blocks(
             overwrite=overwrite,
         )
 
-    found = {method: store.state("weights", method).group for method in METHODS}
-    if not overwrite and all(group is not None for group in found.values()):
+    # --overwrite reads nothing of the groups it replaces: a killed writer can leave them corrupt
+    found = {} if overwrite else {m: store.state("weights", m).group for m in METHODS}
+    if found and all(group is not None for group in found.values()):
         sizes = found["adaround"].sizes  # resume: the groups say their sizes
     else:
         sizes = _probe_sizes(handle, blocks[0], blocks, streams, config)

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     def open_store() -> Store:
         store = Store.open_or_create(args.store, handle.identity)
-        if store.state("calib").state != MISSING and not (args.resume or args.overwrite):
+        if not (args.resume or args.overwrite) and store.state("calib").state != MISSING:
             raise UsageError(
                 f"{args.store} already has a calib group: pass --resume to continue it "
                 "or --overwrite to replace it"

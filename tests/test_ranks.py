@@ -162,7 +162,8 @@ def test_ranks_with_other_flags_are_refused_on_every_rank(tmp_path):
     out = launch("sh", "-c", script, console("taq-calib"), store)
     errors = [line for line in out.stdout.splitlines() + out.stderr.splitlines() if "error" in line]
     for rank in (0, 1):
-        line = next(e for e in errors if f"rank {rank} on" in e)
+        line = next((e for e in errors if f"rank {rank} on" in e), None)
+        assert line is not None, out.stdout + out.stderr
         assert "error: ranks disagree on the command line" in line, line
         assert f"has `--seed {rank}`, rank {1 - rank} has `--seed {1 - rank}`" in line, line
         assert "launch every rank with the same flags" in line

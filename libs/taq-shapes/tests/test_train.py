@@ -64,5 +64,5 @@ def test_cli_entry_points(tmp_path, capsys):
 def test_resuming_with_another_recipe_is_refused(tmp_path):
     output = str(tmp_path / "w.safetensors")
     train(TrainConfig(steps=4, stop_at=2, output=output, **TOY))
-    with pytest.raises(ResumeError, match="lr 0.001 -> 0.002"):
+    with pytest.raises(ResumeError, match=f"lr {TrainConfig().lr} -> 0.002"):
         train(TrainConfig(steps=4, lr=2e-3, resume=True, output=output, **TOY))

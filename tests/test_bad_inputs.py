@@ -74,7 +74,11 @@ CASES = {
         ["--store", "STORE", "--resume", "--overwrite"],
         "exclude each other",
     ),
-    "taq-calib --overwrite": ("taq-calib", ["--store", "STORE"], "pass --resume"),
+    "taq-calib --overwrite": (
+        "taq-calib",
+        ["--store", "STORE"],
+        "already has calib: pass --resume",
+    ),
     "taq-calib --t5": ("taq-calib", ["--store", "NEW", "--t5"], "--t5"),
     "taq-calib --height": ("taq-calib", ["--store", "NEW", "--height", "100"], "--height"),
     "taq-calib --width": ("taq-calib", ["--store", "NEW", "--width", "-16"], "--width"),

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from taq_io import StageGroup
+from taq_io import MISSING, StageGroup, Store
 from taq_io.lock import join_launch
 from taq_runtime import ranks
+from taq_runtime.cli import UsageError
 
 T = TypeVar("T")
 
@@ -25,6 +26,27 @@ def open_store(open_: Callable[[], T]) -> T:
     if ranks.rank() > 0:
         join_launch()
     return ranks.rank0_first(open_)
+
+
+def refuse_existing(
+    store: Store,
+    label: str,
+    kind: str,
+    names: Iterable[str | None] = (None,),
+    *,
+    resume: bool,
+    overwrite: bool,
+) -> None:
+    """Refuse to write `kind` groups (`names`) into a store that has any of them, unless
+    --resume or --overwrite says what to do with them. The flags are looked at first: a
+    writer killed while creating a group leaves it corrupt, and --overwrite, the fix every
+    refusal names, must replace it without reading it."""
+    if resume or overwrite:
+        return
+    if any(store.state(kind, name).state != MISSING for name in names):
+        raise UsageError(
+            f"{label} already has {kind}: pass --resume to continue or --overwrite to replace it"
+        )
 
 
 def create_group(create: Callable[[bool], T], overwrite: bool) -> T:

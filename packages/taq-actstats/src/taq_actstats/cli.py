@@ -10,7 +10,8 @@ from pathlib import Path
 from taq_actstats.analyze import analyze_stats
 from taq_actstats.collect import CollectConfig, collect_stats
 from taq_actstats.plots import plot_all, plot_data, select_layers
-from taq_io import MISSING, Store, StoreError, local_parent
+from taq_io import Store, StoreError, local_parent
+from taq_run import writers
 from taq_run.quant_config import (
     PLANS,
     RECIPE_DEFAULTS,
@@ -120,11 +121,11 @@ def _collect(args) -> int:
         raise UsageError(str(err)) from None
     store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
 
-    def refuse_existing() -> None:
-        if not (args.resume or args.overwrite) and store.state("actstats").state != MISSING:
-            raise UsageError(f"{args.store} already has actstats: pass --resume or --overwrite")
-
-    ranks.on_rank0(refuse_existing)  # before any rank writes: every rank refuses alike
+    ranks.on_rank0(  # before any rank writes: every rank refuses alike
+        lambda: writers.refuse_existing(
+            store, args.store, "actstats", resume=args.resume, overwrite=args.overwrite
+        )
+    )
     start = time.perf_counter()
     try:
         group = collect_stats(handle, store, config, overwrite=args.overwrite)

@@ -9,8 +9,9 @@ import time
 from taq_adaround.blockio import CacheConfig, DataError, cache_block_io
 from taq_adaround.optimize import METHODS, optimize_blocks
 from taq_adaround.reconstruct import AdaRoundConfig
-from taq_io import MISSING, StoreError
+from taq_io import StoreError
 from taq_model.taxonomy import block_names
+from taq_run import writers
 from taq_run.runs import open_run
 from taq_runtime import ranks
 from taq_runtime.cli import UsageError, command_parser, config_from_flags, run_cli
@@ -72,25 +73,17 @@ def _config(args: argparse.Namespace) -> CacheConfig | AdaRoundConfig:
         raise UsageError(str(err)) from None
 
 
-def _existing(store, handle, kind: str) -> bool:
-    """Whether any group this command writes is in the store (`Store.state`)."""
-    names = block_names(handle.mmdit) if kind == "blockio" else METHODS
-    return any(store.state(kind, name).state != MISSING for name in names)
-
-
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
     store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
     kind = "blockio" if args.command == "cache" else "weights"
 
-    def refuse_existing() -> None:
-        if not (args.resume or args.overwrite) and _existing(store, handle, kind):
-            raise UsageError(
-                f"{args.store} already has {kind} groups: pass --resume to continue "
-                "or --overwrite to replace them"
-            )
-
-    ranks.on_rank0(refuse_existing)  # before any rank writes: every rank refuses alike
+    names = block_names(handle.mmdit) if kind == "blockio" else METHODS
+    ranks.on_rank0(  # before any rank writes: every rank refuses alike
+        lambda: writers.refuse_existing(
+            store, args.store, kind, names, resume=args.resume, overwrite=args.overwrite
+        )
+    )
     start = time.perf_counter()
     try:
         if args.command == "cache":

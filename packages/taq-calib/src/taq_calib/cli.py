@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from taq_calib.calibration import calib_config, calibrate
-from taq_io import MISSING, Store, StoreError
+from taq_io import Store, StoreError
 from taq_model.presets import DEFAULT_PRESET, PRESETS, ModelOptions, load_preset
 from taq_run import writers
 from taq_run.runs import refuse_other_model
@@ -86,11 +86,9 @@ def run(args: argparse.Namespace) -> int:
 
     def open_store() -> Store:
         store = Store.open_or_create(args.store, handle.identity)
-        if not (args.resume or args.overwrite) and store.state("calib").state != MISSING:
-            raise UsageError(
-                f"{args.store} already has a calib group: pass --resume to continue it "
-                "or --overwrite to replace it"
-            )
+        writers.refuse_existing(
+            store, args.store, "calib", resume=args.resume, overwrite=args.overwrite
+        )
         return store
 
     store = writers.open_store(open_store)

@@ -4,7 +4,12 @@ import pytest
 
 from taq_model.presets import ModelError
 from taq_shapes.grammar import prompt_labels
-from taq_shapes.model import ShapesConditioner, images_to_latents, latents_to_images
+from taq_shapes.model import (
+    TINY_SHAPES_WEIGHTS,
+    ShapesConditioner,
+    images_to_latents,
+    latents_to_images,
+)
 from taq_shapes.preset import build_tiny_shapes
 from taq_shapes.render import make_dataset
 
@@ -31,3 +36,13 @@ def test_conditioner_gives_one_token_per_slot_and_mirrored_prompts_one_condition
 def test_missing_weights_is_a_model_error_naming_the_trainer(tmp_path):
     with pytest.raises(ModelError, match="train-tiny-shapes"):
         build_tiny_shapes(tmp_path / "none.safetensors")
+
+
+def test_weights_without_a_recipe_are_a_model_error_naming_the_trainer(tmp_path):
+    """The model's size comes from the recipe a trained file carries; a file without one
+    (here the shipped tensors with the metadata stripped) is refused, not guessed at."""
+    weights = mx.load(str(TINY_SHAPES_WEIGHTS))
+    path = tmp_path / "bare.safetensors"
+    mx.save_safetensors(str(path), weights)
+    with pytest.raises(ModelError, match="no model size.*train-tiny-shapes"):
+        build_tiny_shapes(path)

@@ -18,6 +18,7 @@ import mlx.nn as nn
 import numpy as np
 
 from taq_model.compat import import_diffusionkit
+from taq_model.presets import ModelError
 from taq_model.toy import load_toy_weights, toy_mmdit_config
 from taq_shapes.grammar import NUM_SLOTS, SLOTS
 
@@ -27,7 +28,8 @@ LATENT_SHAPE = (16, 16, 12)
 TINY_SHAPES_WEIGHTS = Path(__file__).parent / "weights" / "tiny_shapes.safetensors"
 
 
-def tiny_shapes_config(hidden: int = 256, depth: int = 4, heads: int = 4):
+def tiny_shapes_config(hidden: int, depth: int, heads: int):
+    """The MMDiT's config at the size a weights file's recipe (`train.TrainConfig`) names."""
     return toy_mmdit_config(LATENT_SHAPE, TOKEN_WIDTH, POOLED_WIDTH, hidden, depth, heads)
 
 
@@ -63,11 +65,17 @@ def latents_to_images(latents: np.ndarray) -> np.ndarray:
 
 def load_tiny_shapes(path: str | Path = TINY_SHAPES_WEIGHTS):
     """(MMDiT, ShapesConditioner) from one safetensors file (`mmdit.*`, `conditioner.*`);
-    the MMDiT's size comes from the recipe in the file's metadata."""
+    the MMDiT's size comes from the recipe in the file's metadata, which every file
+    `train-tiny-shapes` writes carries (so the size has one default: `TrainConfig`'s)."""
     import_diffusionkit()
     from diffusionkit.mlx.mmdit import MMDiT
 
     weights, metadata = mx.load(str(path), return_metadata=True)
-    recipe = json.loads(metadata.get("recipe", "{}"))
-    dims = {k: recipe[k] for k in ("hidden", "depth", "heads") if k in recipe}
-    return load_toy_weights(weights, MMDiT(tiny_shapes_config(**dims)), ShapesConditioner())
+    recipe = json.loads((metadata or {}).get("recipe", "{}"))
+    dims = [recipe.get(k) for k in ("hidden", "depth", "heads")]
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        raise ModelError(
+            f"{path} names no model size in its metadata (a `recipe` with hidden, depth and "
+            "heads): use weights written by `train-tiny-shapes`"
+        )
+    return load_toy_weights(weights, MMDiT(tiny_shapes_config(*dims)), ShapesConditioner())

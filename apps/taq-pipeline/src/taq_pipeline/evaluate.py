@@ -40,7 +40,7 @@ from taq_run.calib import require_calib
 from taq_run.quant_config import require_quant_config
 from taq_run.weights import adaround_config_of, require_weights
 from taq_runtime.cli import progress
-from taq_runtime.fidelity import image_fidelity, psnr_from_mse
+from taq_runtime.fidelity import image_fidelity, per_image_mse, psnr_from_mse
 from taq_tiny import classifier as digit_classifier
 from taq_tiny.data import load_digit_images
 
@@ -204,8 +204,7 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
         )
         if fp_images is None:
             fp_images = images
-        difference = images.astype(np.float64) - fp_images.astype(np.float64)
-        sample_mse = np.mean(difference**2, axis=(1, 2, 3))
+        sample_mse = per_image_mse(fp_images, images)
         mse = float(sample_mse.mean())
         fidelity = image_fidelity(fp_images, images)
         accuracy = frechet = correct = attributes = None

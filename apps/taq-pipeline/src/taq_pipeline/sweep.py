@@ -56,6 +56,7 @@ from taq_runtime.fidelity import (  # noqa: E402
     PSNR_CAP,
     WORST_PERCENTILE,
     image_fidelity,
+    per_image_mse,
     per_image_ssim,
     psnr_from_mse,
 )
@@ -270,8 +271,7 @@ def measure_point(
     """One point's numbers vs FP's images of the same seeds: PSNR of the mean MSE, the mean and
     10th-percentile per-image PSNR and SSIM (`taq_runtime.fidelity`), the preset's task metrics
     (`tasks.py`); and per sample what `point_intervals` bootstraps."""
-    axes = tuple(range(1, images.ndim))
-    sample_mse = np.mean((images.astype(np.float64) - reference.astype(np.float64)) ** 2, axes)
+    sample_mse = per_image_mse(reference, images)
     scores = task_scores(model, prompts, latents, images)
     return {
         "psnr_db": psnr_from_mse(sample_mse.mean()),

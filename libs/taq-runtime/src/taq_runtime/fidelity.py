@@ -37,10 +37,15 @@ def psnr_from_mse(mse: float | np.ndarray, peak: float = PEAK) -> float | np.nda
     return float(out) if out.ndim == 0 else out
 
 
+def per_image_mse(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Mean squared error of each image (N, H, W[, C]) against its reference, in float64."""
+    diff = reference.astype(np.float64) - other.astype(np.float64)
+    return (diff**2).reshape(len(diff), -1).mean(1)
+
+
 def per_image_psnr(reference: np.ndarray, other: np.ndarray, peak: float = PEAK) -> np.ndarray:
     """PSNR of each image (N, H, W[, C]) against its reference."""
-    diff = reference.astype(np.float64) - other.astype(np.float64)
-    return psnr_from_mse((diff**2).reshape(len(diff), -1).mean(1), peak)
+    return psnr_from_mse(per_image_mse(reference, other), peak)
 
 
 def _gaussian_filter(x: np.ndarray) -> np.ndarray:

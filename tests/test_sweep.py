@@ -16,7 +16,8 @@ from taq_pipeline.testing import ENV, taq
 
 TINY = ("--weight-bits", "2", "--avg-bits", "8,4", "--plans", "time-aware,static",
         "--recipes", "taq-dit", "--eval-samples", "2", "--iters", "5")  # fmt: skip
-POINTS = 1 + 2 + 2 * 2  # FP, RTN/AdaRound W2, taq-dit x 2 plans x 2 budgets
+# FP, RTN/AdaRound W2, taq-dit x 2 plans x 2 budgets, and static with RTN weights x 2 budgets
+POINTS = 1 + 2 + 2 * 2 + 2
 
 
 def test_sweep_resumes_after_a_kill(store_copy):
@@ -63,6 +64,7 @@ def test_sweep_resumes_after_a_kill(store_copy):
             assert stats["psnr_db"].describe() in line
     assert "- AdaRound W2 vs RTN W2: " in table
     assert "- taq-dit time-aware A4 vs taq-dit static A4: " in table
+    assert "- taq-dit static A4 vs taq-dit static A4, RTN weights: " in table
     for png in ("quality_vs_weight_bits", "quality_vs_activation_bits"):
         pixels = np.asarray(Image.open(out_dir / f"{png}.png").convert("L"), dtype=np.float32)
         assert pixels.std() > 5 and f"({png}.png)" in table

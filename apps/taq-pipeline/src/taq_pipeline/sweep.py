@@ -8,7 +8,8 @@ tiny-digits the digit accuracy):
 - activations: the run's AdaRound weights with the activation plan of
   `taq-actstats analyze --avg-bits B --plan P --recipe R` for every budget, plan and recipe,
   analyzed in turn into one sibling store (`activations.zarr`: the run's calib, block cache,
-  actstats and weights) and evaluated there.
+  actstats and weights) and evaluated there; and, as the naive baseline, the run's RTN
+  weights with each static plan (no AdaRound, no time-aware tiers).
 
 Everything lives in `<store>-sweep/`: the sibling stores, `sweep.json` (every finished point,
 written atomically after each: a killed sweep resumes at the first unfinished point, and an
@@ -64,7 +65,8 @@ from taq_runtime.fidelity import (  # noqa: E402
 SWEEP_VERSION = 2  # 2: per-sample MSE, SSIM and task scores (intervals)
 WEIGHT_GROUPS = ("calib", "blockio")
 ACTIVATION_GROUPS = ("calib", "blockio", "actstats", "weights")  # weights need their blockio
-BASE_INPUTS = ("calib", "actstats", "weights/adaround")  # what every point is made from
+BASE_INPUTS = ("calib", "actstats", "weights/adaround", "weights/rtn")  # what points are made of
+RTN_SUFFIX = ", RTN weights"  # an activation point's name with the run's RTN weights
 
 
 @dataclass(frozen=True)
@@ -123,11 +125,19 @@ def sweep_points(config: SweepConfig) -> list[Point]:
     for recipe in config.recipes:
         for plan in config.plans:
             for avg in config.avg_bits:
-                name = f"{recipe} {plan} A{avg:g}"
-                options = {"weights": "adaround", "act": "timestep"}
-                points.append(
-                    Point(name, "activations.zarr", options, avg_bits=avg, plan=plan, recipe=recipe)
-                )
+                weights = ("adaround", "rtn") if plan == "static" else ("adaround",)
+                for method in weights:
+                    name = f"{recipe} {plan} A{avg:g}" + (RTN_SUFFIX if method == "rtn" else "")
+                    points.append(
+                        Point(
+                            name,
+                            "activations.zarr",
+                            {"weights": method, "act": "timestep"},
+                            avg_bits=avg,
+                            plan=plan,
+                            recipe=recipe,
+                        )
+                    )
     return points
 
 
@@ -303,9 +313,10 @@ def point_intervals(row: dict) -> dict[str, Interval]:
 
 
 def sweep_claims(points: list[Point], tasks: tuple[str, ...]) -> list[Claim]:
-    """The paired comparisons the sweep reports: AdaRound vs RTN at each weight width,
-    time-aware vs static at each budget and recipe, taq vs taq-dit at each budget and plan;
-    on PSNR and on the preset's first task metric."""
+    """The paired comparisons the sweep reports: AdaRound vs RTN at each weight width and,
+    under static activations, at each budget and recipe; time-aware vs static at each budget
+    and recipe; taq vs taq-dit at each budget and plan; on PSNR and on the preset's first
+    task metric."""
     names = {p.name for p in points}
     pairs = []
     for p in points:
@@ -313,6 +324,8 @@ def sweep_claims(points: list[Point], tasks: tuple[str, ...]) -> list[Claim]:
             pairs.append((p.name, f"RTN W{p.weight_bits}"))
         elif p.plan == "time-aware":
             pairs.append((p.name, p.name.replace("time-aware", "static")))
+        elif p.name.endswith(RTN_SUFFIX):
+            pairs.append((p.name.removesuffix(RTN_SUFFIX), p.name))
         if p.recipe == "taq":
             pairs.append((p.name, p.name.replace("taq", "taq-dit", 1)))
     metrics = ("psnr", "accuracy") if tasks else ("psnr",)
@@ -449,6 +462,9 @@ def _plot_activations(path: Path, rows: list[dict], intervals: dict, tasks: tupl
     series = {}
     for r in rows:
         if r["recipe"] is not None:
-            series.setdefault(f"{r['recipe']} {r['plan']}", []).append((r["act_bits_measured"], r))
-    title = "quality vs average activation bits (AdaRound weights)"
+            label = f"{r['recipe']} {r['plan']}" + (
+                RTN_SUFFIX if r["name"].endswith(RTN_SUFFIX) else ""
+            )
+            series.setdefault(label, []).append((r["act_bits_measured"], r))
+    title = "quality vs average activation bits (the run's AdaRound weights, or RTN where named)"
     _plot_frontier(path, rows, intervals, series, tasks, title, "average activation bits")

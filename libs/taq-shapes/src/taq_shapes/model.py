@@ -71,7 +71,7 @@ def load_tiny_shapes(path: str | Path = TINY_SHAPES_WEIGHTS):
     from diffusionkit.mlx.mmdit import MMDiT
 
     weights, metadata = mx.load(str(path), return_metadata=True)
-    recipe = json.loads((metadata or {}).get("recipe", "{}"))
+    recipe = json.loads(metadata.get("recipe", "{}"))
     dims = [recipe.get(k) for k in ("hidden", "depth", "heads")]
     if not all(isinstance(d, int) and d > 0 for d in dims):
         raise ModelError(

@@ -18,6 +18,7 @@ from taq_io import Store
 from taq_model.presets import load_preset
 from taq_model.taxonomy import quantizable_layers
 from taq_pipeline.testing import MINIMAL, taq
+from taq_run.runs import model_identity
 
 FLUX = "flux-schnell-tiny"
 FLUX_STEPS = 4  # FLUX.1-schnell's own: no CFG
@@ -54,7 +55,7 @@ def build_store(tmp_path_factory):
 
     def build(preset, prompts, steps, cfg, iters=10, activations=True) -> Store:
         handle = load_preset(preset)
-        store = Store.create(tmp_path_factory.mktemp(preset) / "run.zarr", handle.identity)
+        store = Store.create(tmp_path_factory.mktemp(preset) / "run.zarr", model_identity(handle))
         calibrate(handle, store, CalibConfig(preset, tuple(prompts), 2, steps, cfg))
         cache_block_io(handle, store, CacheConfig())
         optimize_blocks(handle, store, AdaRoundConfig(iters=iters, batch_size=4, bits_a=8))

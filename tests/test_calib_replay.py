@@ -6,11 +6,11 @@ import numpy as np
 
 from taq_calib import CalibConfig, calibrate
 from taq_io import Store
-from taq_run.runs import forward_calibration
+from taq_run.runs import forward_calibration, model_identity
 
 
 def test_replayed_outputs_reproduce_the_stored_trajectory(random_handle, tmp_path):
-    store = Store.create(tmp_path / "run.zarr", random_handle.identity)
+    store = Store.create(tmp_path / "run.zarr", model_identity(random_handle))
     config = CalibConfig(
         model=random_handle.name, prompts=("a cat", "a dog"), num_images=2, num_steps=5, cfg=3.0
     )

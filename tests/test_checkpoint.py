@@ -25,6 +25,7 @@ from taq_io import Store
 from taq_model.presets import load_preset
 from taq_model.testing import tiny_random_handle
 from taq_pipeline import cli as taq_cli
+from taq_run.runs import model_identity
 
 STEPS = 4
 ENV = {**os.environ, "TAQ_NO_PROGRESS": "1"}
@@ -227,7 +228,7 @@ def test_bad_checkpoints_exit_2_in_one_line(exported, tmp_path, command):
 
 def test_export_of_a_store_without_weights_names_the_command(tmp_path, command):
     handle = load_preset("tiny-digits")
-    store = Store.create(tmp_path / "bare.zarr", handle.identity)
+    store = Store.create(tmp_path / "bare.zarr", model_identity(handle))
     calibrate(handle, store, CalibConfig("tiny-digits", ("digit 1",), 1, 2, 3.0))
     out = command(taq_cli, "export", "--store", store.path, "--output", tmp_path / "m.safetensors")
     one_line_exit_2(out, "taq-adaround optimize")

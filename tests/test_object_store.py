@@ -22,6 +22,7 @@ from taq_io import Store
 from taq_io.lock import LOCK_FILE
 from taq_pipeline.cli import main as taq_main
 from taq_pipeline.testing import ENV, MINIMAL
+from taq_run.runs import model_identity
 
 s3fs = pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -150,7 +151,7 @@ def test_one_writer_per_store_on_s3(s3_env, tmp_path, capsys):
 def load_model_identity():
     from taq_model.presets import load_preset
 
-    return load_preset("tiny-digits").identity
+    return model_identity(load_preset("tiny-digits"))
 
 
 def _closed_port() -> int:

@@ -24,8 +24,8 @@ def test_empty_prompt_is_refused(random_handle):
 
 def test_identity_changes_with_weights(random_handle, random_handle_factory):
     other = random_handle_factory(seed=2)
-    assert other.identity.preset == random_handle.identity.preset
-    assert other.identity.config_hash != random_handle.identity.config_hash
+    assert other.identity_config["preset"] == random_handle.identity_config["preset"]
+    assert other.identity_config["weights"] != random_handle.identity_config["weights"]
 
 
 def test_taxonomy_names_every_quantizable_linear(random_handle):

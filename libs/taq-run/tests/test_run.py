@@ -9,7 +9,7 @@ import pytest
 from taq_io import ModelIdentity, ModelMismatchError, Store
 from taq_model.sampling import initial_noise, sample_euler, timesteps_for
 from taq_run.calib import CalibConfig, calib_unit, create_calib_group, require_calib
-from taq_run.runs import forward_calibration, refuse_other_model
+from taq_run.runs import forward_calibration, model_identity, refuse_other_model
 from taq_run.weights import METHODS, AdaRoundConfig, recorded_config
 
 STEPS, CFG = 4, 3.0
@@ -52,7 +52,7 @@ def write_calib(handle, store: Store, prompts: tuple[str, ...]) -> CalibConfig:
 
 
 def test_replay_through_the_owner_reproduces_the_sampled_trajectory(random_handle, tmp_path):
-    store = Store.create(tmp_path / "run.zarr", random_handle.identity)
+    store = Store.create(tmp_path / "run.zarr", model_identity(random_handle))
     write_calib(random_handle, store, ("a cat", "a dog"))
     calib = require_calib(store)
     latents, sigmas = calib.read("latents"), calib.read("sigmas")

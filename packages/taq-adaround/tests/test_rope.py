@@ -12,7 +12,7 @@ from taq_hooks import hook_blocks
 from taq_io import Store
 from taq_model.presets import load_preset
 from taq_model.taxonomy import block_streams, get_block
-from taq_run.runs import forward_calibration
+from taq_run.runs import forward_calibration, model_identity
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def flux(tmp_path_factory, cli):
     config = CalibConfig(
         model=handle.name, prompts=("a cat", "a dog"), num_images=2, num_steps=4, cfg=0.0
     )
-    calibrate(handle, Store.create(path, handle.identity), config)
+    calibrate(handle, Store.create(path, model_identity(handle)), config)
     out = cli("cache", "--store", path)  # every block: mm0, mm1, uni0, uni1
     assert out.returncode == 0, out.stderr
     handle.reload_modulation_weights()

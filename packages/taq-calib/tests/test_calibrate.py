@@ -5,10 +5,11 @@ import numpy as np
 from taq_calib import CalibConfig, calibrate
 from taq_io import Store
 from taq_model.testing import diffusionkit_trajectory
+from taq_run.runs import model_identity
 
 
 def test_two_prompt_trajectories_equal_diffusionkit(random_handle, tmp_path):
-    store = Store.create(tmp_path / "run.zarr", random_handle.identity)
+    store = Store.create(tmp_path / "run.zarr", model_identity(random_handle))
     config = CalibConfig(
         model=random_handle.name, prompts=("a cat", "a dog"), num_images=2, num_steps=6, cfg=4.0
     )
@@ -24,7 +25,7 @@ def test_two_prompt_trajectories_equal_diffusionkit(random_handle, tmp_path):
 
 
 def test_stride_stores_every_kth_step(random_handle, tmp_path):
-    store = Store.create(tmp_path / "run.zarr", random_handle.identity)
+    store = Store.create(tmp_path / "run.zarr", model_identity(random_handle))
     config = CalibConfig(
         model=random_handle.name, prompts=("p",), num_images=1, num_steps=7, cfg=2.0, stride=3
     )

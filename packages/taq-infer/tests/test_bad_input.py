@@ -12,6 +12,7 @@ from taq_infer.model import plan_rows
 from taq_infer.testing import STEPS, activation_plan, packed_weights
 from taq_io import ModelIdentity, Store
 from taq_model.testing import tiny_random_handle
+from taq_run.runs import model_identity
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -63,7 +64,7 @@ def tiny_store(tmp_path, monkeypatch):
 
     handle = tiny_random_handle(seed=3)
     monkeypatch.setattr(taq_run.runs, "load_preset", lambda *a, **k: tiny_random_handle(seed=3))
-    return Store.create(tmp_path / "run", handle.identity)
+    return Store.create(tmp_path / "run", model_identity(handle))
 
 
 def test_store_without_weights_names_the_command(tiny_store, tmp_path, capsys):

@@ -30,6 +30,7 @@ from taq_infer.bench import bench_preset
 from taq_io import Store
 from taq_model.presets import load_preset
 from taq_run.calib import require_calib
+from taq_run.runs import model_identity
 
 GEMM = (
     "import json; from taq_runtime.blas import blas_info, load_optimised_blas; "
@@ -69,7 +70,7 @@ def bench_storage(images: int = 4, steps: int = 10) -> dict:
     handle = load_preset("tiny-digits")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        store = Store.create(root / "run.zarr", handle.identity)
+        store = Store.create(root / "run.zarr", model_identity(handle))
         start = time.perf_counter()
         calibrate(handle, store, CalibConfig("tiny-digits", ("digit 3",), images, steps, 3.0))
         calib = require_calib(store)

@@ -29,7 +29,7 @@ from taq_model.presets import ModelHandle, ModelOptions, load_preset
 from taq_model.taxonomy import block_names
 from taq_run import writers
 from taq_run.quant_config import AnalyzeConfig, TierRule, analyze_config
-from taq_run.runs import refuse_other_model
+from taq_run.runs import model_identity, refuse_other_model
 from taq_run.weights import METHODS, AdaRoundConfig, recorded_config
 from taq_runtime import ranks
 from taq_runtime.cli import at_least, config_from_flags
@@ -215,7 +215,8 @@ def open_store(config: RunConfig) -> tuple[Store, ModelHandle]:
     refuse_other_model(config.store, config.model)
     handle = load_preset(config.model, local_ckpt=config.local_ckpt, options=config.model_options)
     handle.validate_prompts(_prompts(config, handle))
-    return writers.open_store(lambda: Store.open_or_create(config.store, handle.identity)), handle
+    identity = model_identity(handle)
+    return writers.open_store(lambda: Store.open_or_create(config.store, identity)), handle
 
 
 def run_stages(

@@ -298,18 +298,15 @@ TEMPORAL = GroupSpec(
     },
 )
 
-LAYER_ROLES = ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.o_proj", "mlp.fc1", "mlp.fc2")
-"""The quantizable linears of a sub-block, in model order: layer `mm3.image.mlp.fc2` has role
-`mlp.fc2` (taq_model.taxonomy names layers with these; the `weights` group stores them)."""
-
 
 def role_key(role: str) -> str:
-    """A role's name inside array names: `mlp.fc2` -> `fc2`."""
+    """A layer role's name inside array names: `mlp.fc2` -> `fc2`."""
     return role.rsplit(".", 1)[1]
 
 
-WEIGHT_ROLES = tuple(role_key(role) for role in LAYER_ROLES)
-"""`LAYER_ROLES` as they appear in the `weights` group's array names and `role_names`."""
+WEIGHT_ROLES = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
+"""The model's layer roles (`taq_model.taxonomy.LAYER_ROLES`, in model order) as they appear
+in the `weights` group's array names and `role_names` (`role_key` of each role)."""
 
 
 def _weight_arrays() -> dict[str, ArraySpec]:

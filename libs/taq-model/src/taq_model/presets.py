@@ -32,7 +32,6 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from taq_io import ModelIdentity, config_hash
 from taq_model.compat import import_diffusionkit
 from taq_model.options import ModelOptions, OptionsError, merge, missing_t5_files, parse_spec
 from taq_model.sampling import (
@@ -79,23 +78,22 @@ class ModelHandle(ABC):
     shift: float
     default_prompts: list[str]
     weights_id: str  # identifies the weights (file hash or seed)
-    _identity: ModelIdentity | None = field(default=None, init=False, repr=False)
     schedule: str = "discrete-flow"  # sigma schedule: SD3's, or "flux" (FluxSampler's)
 
     @property
-    def identity(self) -> ModelIdentity:
-        if self._identity is None:
-            payload = {
-                "preset": self.name,
-                "mmdit": config_dict(self.mmdit.config),
-                "latent_shape": list(self.latent_shape),
-                "shift": self.shift,
-                "weights": self.weights_id,
-            }
-            if self.schedule != "discrete-flow":  # earlier stores' identities stay as they were
-                payload["schedule"] = self.schedule
-            self._identity = ModelIdentity(self.name, config_hash(payload, spaced=True))
-        return self._identity
+    def identity_config(self) -> dict:
+        """What identifies this model: a store records its hash (`taq_run.model_identity`)
+        and refuses another model."""
+        payload = {
+            "preset": self.name,
+            "mmdit": config_dict(self.mmdit.config),
+            "latent_shape": list(self.latent_shape),
+            "shift": self.shift,
+            "weights": self.weights_id,
+        }
+        if self.schedule != "discrete-flow":  # earlier stores' identities stay as they were
+            payload["schedule"] = self.schedule
+        return payload
 
     def sigmas(self, num_steps: int | None = None) -> mx.array:
         """The `num_steps + 1` sigmas this model samples along (DiffusionKit's schedule)."""
@@ -503,7 +501,6 @@ __all__ = [
     "PRESETS",
     "ModelError",
     "ModelHandle",
-    "ModelIdentity",
     "ModelOptions",
     "load_preset",
 ]

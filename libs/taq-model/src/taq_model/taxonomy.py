@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import mlx.nn as nn
 
-from taq_io.schema import LAYER_ROLES
-
+LAYER_ROLES = ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.o_proj", "mlp.fc1", "mlp.fc2")
+"""The quantizable linears of a sub-block, in model order: layer `mm3.image.mlp.fc2` has role
+`mlp.fc2` (the store's `weights` group names them by their last part, `fc2`)."""
 PRE_ATTENTION_ROLES = LAYER_ROLES[:3]
 STREAM_ATTR = {
     "image": "image_transformer_block",

@@ -14,12 +14,18 @@ from typing import Literal
 
 import mlx.core as mx
 
-from taq_io import ModelMismatchError, StageGroup, Store
+from taq_io import ModelIdentity, ModelMismatchError, StageGroup, Store, config_hash
 from taq_model.options import parse_spec
 from taq_model.presets import ModelHandle, load_preset
 from taq_model.sampling import cached_modulation, model_output
 from taq_run.calib import calib_conditioning, calib_config_of, calib_latents
 from taq_run.writers import open_store
+
+
+def model_identity(handle: ModelHandle) -> ModelIdentity:
+    """The identity a store records for `handle`'s model: its preset and the hash of what
+    identifies it (`ModelHandle.identity_config`)."""
+    return ModelIdentity(handle.name, config_hash(handle.identity_config, spaced=True))
 
 
 def refuse_other_model(path: str | Path, model: str) -> None:
@@ -44,9 +50,9 @@ def open_run(
     Under `mlx.launch`, `r+` opens it on every rank under rank 0's lock (`writers`)."""
     store = open_store(lambda: Store.open(path, mode=mode)) if mode == "r+" else Store.open(path)
     handle = load_preset(store.model.preset, local_ckpt=local_ckpt, weights=weights)
-    if handle.identity != store.model:
+    if model_identity(handle) != store.model:
         raise ModelMismatchError(
-            f"{path} was made with {store.model}, but this taq builds {handle.identity}"
+            f"{path} was made with {store.model}, but this taq builds {model_identity(handle)}"
             " (weights or config changed): re-run from `taq-calib` into a new --store"
         )
     return store, handle

@@ -10,7 +10,7 @@ from taq_calib.calibration import calib_config, calibrate
 from taq_io import Store, StoreError
 from taq_model.presets import DEFAULT_PRESET, PRESETS, ModelOptions, load_preset
 from taq_run import writers
-from taq_run.runs import refuse_other_model
+from taq_run.runs import model_identity, refuse_other_model
 from taq_runtime import ranks
 from taq_runtime.cli import ArgumentParser, UsageError, add_version_flag, at_least, run_cli
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
 
     def open_store() -> Store:
-        store = Store.open_or_create(args.store, handle.identity)
+        store = Store.open_or_create(args.store, model_identity(handle))
         writers.refuse_existing(
             store, args.store, "calib", resume=args.resume, overwrite=args.overwrite
         )

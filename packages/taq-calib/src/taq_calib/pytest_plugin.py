@@ -17,9 +17,10 @@ def calib_store(digits, tmp_path_factory):
     by the session: copy it before writing to it."""
     from taq_calib.calibration import CalibConfig, calibrate
     from taq_io import Store
+    from taq_run.runs import model_identity
 
     path = tmp_path_factory.mktemp("calib") / "run.zarr"
-    store = Store.create(path, digits.identity)
+    store = Store.create(path, model_identity(digits))
     config = CalibConfig("tiny-digits", CALIB_PROMPTS, num_images=3, num_steps=6, cfg=3.0)
     calibrate(digits, store, config)
     return path

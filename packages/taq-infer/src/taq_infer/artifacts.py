@@ -19,7 +19,8 @@ import numpy as np
 from taq_infer.activations import ActivationQuant
 from taq_infer.model import ActivationPlan, InferenceError, WeightSet
 from taq_io import MISSING, StageGroup, StaleGroupError, Store
-from taq_io.schema import LAYER_ROLES, role_key
+from taq_io.schema import role_key
+from taq_model.taxonomy import LAYER_ROLES
 from taq_run.quant_config import require_quant_config
 from taq_run.weights import adaround_config_of, require_weights
 

@@ -57,7 +57,7 @@ from taq_io import ModelIdentity
 from taq_model.presets import ModelHandle, config_dict, load_preset
 from taq_model.taxonomy import quantizable_layers
 from taq_run.quant_config import require_quant_config
-from taq_run.runs import open_run
+from taq_run.runs import model_identity, open_run
 from taq_run.weights import require_weights
 
 FORMAT = "taq.checkpoint"
@@ -238,7 +238,7 @@ def write_checkpoint(
     static = weight_set.static_activations
     quant_map = _quantization_map(handle.mmdit)
     metadata = _format_meta() | {
-        f"{_KEY}model": json.dumps(handle.identity.to_json()),
+        f"{_KEY}model": json.dumps(model_identity(handle).to_json()),
         f"{_KEY}mmdit_config": json.dumps(config_dict(handle.mmdit.config, bare_dtypes=True)),
         f"{_KEY}quantization": json.dumps(
             {
@@ -467,9 +467,9 @@ def load_checkpoint(
     expected = checkpoint.identity
     if handle is None:
         handle = load_preset(expected.preset, local_ckpt=local_ckpt)
-    if handle.identity != expected:
+    if model_identity(handle) != expected:
         raise CheckpointError(
-            f"{checkpoint.path} was made for {expected}, this model is {handle.identity}: "
+            f"{checkpoint.path} was made for {expected}, this model is {model_identity(handle)}: "
             f"use a checkpoint exported from a store of this model"
         )
     weight_set = _weight_set(checkpoint, handle)

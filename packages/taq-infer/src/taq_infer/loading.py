@@ -30,6 +30,7 @@ from taq_infer.model import (
 from taq_io import ModelMismatchError, Store
 from taq_model.presets import ModelHandle
 from taq_model.sampling import timesteps_for
+from taq_run.runs import model_identity
 
 SCALE_DTYPES = {"float32": mx.float32, "float16": mx.float16}
 
@@ -79,9 +80,9 @@ def load_quantized(
     """
     if not isinstance(store, Store):
         store = Store.open(store, mode="r")
-    if store.model != handle.identity:
+    if store.model != model_identity(handle):
         raise ModelMismatchError(
-            f"{store.path} was made for {store.model}, this model is {handle.identity}: "
+            f"{store.path} was made for {store.model}, this model is {model_identity(handle)}: "
             "pass the store of this model preset"
         )
     weight_set = read_weight_set(store, weights, allow_stale)

@@ -1,5 +1,6 @@
-"""taq-model does not depend on the store (taq-io), and the store's weight role names are the
-model's layer roles."""
+"""DiffusionKit stays behind taq-model's adapter: its private names and block call signature
+appear in no other member's source, taq-model does not depend on the store (taq-io), and the
+store's weight role names are the model's layer roles."""
 
 import ast
 import re
@@ -13,6 +14,41 @@ from taq_model.taxonomy import LAYER_ROLES
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "libs" / "taq-model"
+OTHER_SOURCES = sorted(p for p in ROOT.glob("*/*/src/**/*.py") if MODEL not in p.parents)
+
+# DiffusionKit's private parts (taq_model.blocks): the modulation cache and its methods, the
+# RoPE module, the adaLN and offload parameter names, the sub-block flag, and the block call
+# signature (its argument names and the rope keyword)
+PRIVATE_NAMES = (
+    "_modulation_params",
+    "cache_modulation_params",
+    "clear_modulation_params_cache",
+    "pre_sdpa_rope",
+    "adaLN_modulation",
+    "to_offload",
+    "skip_post_sdpa",
+    "latent_image_embeddings",
+    "token_level_text_embeddings",
+    "latent_unified_embeddings",
+    "positional_encodings=",
+)
+
+
+def test_private_names_are_the_adapters():
+    """Every name the boundary test looks for is one taq-model really uses."""
+    source = "\n".join(p.read_text() for p in (MODEL / "src").rglob("*.py"))
+    assert [name for name in PRIVATE_NAMES if name not in source] == []
+
+
+def test_diffusionkit_private_names_appear_only_in_taq_model():
+    assert OTHER_SOURCES, "no member sources found"
+    found = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in OTHER_SOURCES
+        for name in PRIVATE_NAMES
+        if name in path.read_text()
+    ]
+    assert found == [], "use taq_model.blocks instead of DiffusionKit's private names"
 
 
 def _imported_modules(path: Path) -> set[str]:

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from taq_adaround.optimize import load_block_data
-from taq_adaround.reconstruct import _forward, positional_encodings
+from taq_adaround.reconstruct import _forward
 from taq_calib import CalibConfig, calibrate
 from taq_hooks import hook_blocks
 from taq_io import Store
+from taq_model.blocks import positional_encodings
 from taq_model.presets import load_preset
 from taq_model.taxonomy import block_streams, get_block
 from taq_run.runs import forward_calibration, model_identity

@@ -32,12 +32,18 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from taq_infer.bench import measured_bytes
 from taq_infer.packed import PackedLinear
+from taq_model.blocks import (
+    cache_block_modulation,
+    forward_block,
+    is_modulation_path,
+    rope_table,
+    sub_blocks,
+)
 from taq_model.compat import import_diffusionkit
 from taq_model.families import family_config
 from taq_model.presets import sd3_config
-from taq_model.taxonomy import LAYER_ROLES, PRE_ATTENTION_ROLES, STREAM_ATTR, get_module
+from taq_model.taxonomy import STREAM_ATTR, get_module, sub_block_roles
 
-MODULATION = "adaLN_modulation"
 BLOCK_PREFIXES = ("multimodal_transformer_blocks", "unified_transformer_blocks")
 
 
@@ -112,23 +118,16 @@ class Projection:
         return {**asdict(self), "ratio": self.ratio}
 
 
-def _streams(block: nn.Module, kind: str) -> dict[str, nn.Module]:
-    if kind == "mm":
-        return {"image": block.image_transformer_block, "text": block.text_transformer_block}
-    return {"unified": block.transformer_block}
-
-
-def _linear_paths(block: nn.Module, kind: str) -> list[str]:
+def _linear_paths(block: nn.Module) -> list[str]:
     """The taxonomy's quantizable linears of one block, as paths inside the block."""
     paths = []
-    for stream, sub in _streams(block, kind).items():
-        roles = PRE_ATTENTION_ROLES if sub.skip_post_sdpa else LAYER_ROLES
-        paths += [f"{STREAM_ATTR[stream]}.{role}" for role in roles]
+    for stream, sub in sub_blocks(block).items():
+        paths += [f"{STREAM_ATTR[stream]}.{role}" for role in sub_block_roles(sub)]
     return paths
 
 
 def _sampling_arrays(block: nn.Module) -> list[mx.array]:
-    return [v for k, v in tree_flatten(block.parameters()) if MODULATION not in k]
+    return [v for k, v in tree_flatten(block.parameters()) if not is_modulation_path(k)]
 
 
 def _inputs(config, shape: BlockShape, image_tokens: int, kind: str, seed: int):
@@ -138,14 +137,7 @@ def _inputs(config, shape: BlockShape, image_tokens: int, kind: str, seed: int):
     image = mx.random.normal((1, image_tokens, 1, hidden), key=keys[0])
     text = mx.random.normal((1, shape.text_tokens, 1, hidden), key=keys[1])
     modulation = mx.random.normal((1, 1, 1, hidden), key=keys[2])
-    rope = None
-    if config.rope_axes_dim:
-        import_diffusionkit()
-        from diffusionkit.mlx.mmdit import RoPE
-
-        rope = RoPE(theta=10000, axes_dim=config.rope_axes_dim)(
-            latent_image_resolution=(side, side), text_sequence_length=shape.text_tokens
-        )
+    rope = rope_table(config, shape.text_tokens, (side, side))
     inputs = (image, text) if kind == "mm" else (mx.concatenate([text, image], axis=1),)
     mx.eval(inputs, modulation, rope)
     return inputs, modulation, rope
@@ -153,25 +145,20 @@ def _inputs(config, shape: BlockShape, image_tokens: int, kind: str, seed: int):
 
 def _build_block(config, kind: str, modulation: mx.array, timestep: mx.array, seed: int):
     """The block with random weights and its modulation cached for `timestep` (adaLN
-    emptied afterwards, as `cache_modulation_params` does)."""
+    emptied afterwards, as DiffusionKit's modulation caching does)."""
     import_diffusionkit()
     from diffusionkit.mlx.mmdit import MultiModalTransformerBlock, UnifiedTransformerBlock
 
     mx.random.seed(seed)
     block = MultiModalTransformerBlock(config) if kind == "mm" else UnifiedTransformerBlock(config)
     mx.eval(block.parameters())
-    for sub in _streams(block, kind).values():
-        sub._modulation_params = {timestep.item(): sub.adaLN_modulation(modulation)}
-        mx.eval(sub._modulation_params)
-        sub.adaLN_modulation.layers[1].update(
-            {"weight": mx.array([]), "bias": mx.array([])}
-        )  # emptied, as DiffusionKit does after caching
+    cache_block_modulation(block, modulation, timestep)
     return block
 
 
 def _timed_forward(block, inputs, timestep, rope) -> tuple[float, mx.array]:
     start = time.perf_counter()
-    out = block(*inputs, timestep, positional_encodings=rope)
+    out = forward_block(block, inputs, timestep, rope)
     out = out[0] if isinstance(out, tuple) else out
     mx.eval(out)
     return time.perf_counter() - start, out
@@ -189,7 +176,7 @@ def _pack(block: nn.Module, paths: list[str]) -> list[PackedLinear]:
     others = [
         (k, v.astype(mx.float16))
         for k, v in tree_flatten(block.parameters())
-        if MODULATION not in k
+        if not is_modulation_path(k)
         and mx.issubdtype(v.dtype, mx.floating)
         and k.rsplit(".", 1)[0] not in paths
     ]
@@ -207,7 +194,7 @@ def bench_block(
     timestep = mx.array([500.0])
     inputs, modulation, rope = _inputs(config, shape, image_tokens, shape.kind, seed)
     block = _build_block(config, shape.kind, modulation, timestep, seed)
-    paths = _linear_paths(block, shape.kind)
+    paths = _linear_paths(block)
 
     linears = [v for p in paths for _, v in tree_flatten(get_module(block, p).parameters())]
     linears_fp16 = measured_bytes(lambda a: a.astype(mx.float16), linears)
@@ -255,7 +242,7 @@ def _other_fp16_bytes(config) -> int:
     return sum(
         v.size * 2
         for k, v in tree_flatten(MMDiT(config).parameters())
-        if not k.startswith(BLOCK_PREFIXES) and MODULATION not in k
+        if not k.startswith(BLOCK_PREFIXES) and not is_modulation_path(k)
     )
 
 

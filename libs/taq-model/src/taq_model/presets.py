@@ -32,6 +32,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from taq_model.blocks import is_modulation_path, modulation_parameters
 from taq_model.compat import import_diffusionkit
 from taq_model.options import ModelOptions, OptionsError, merge, missing_t5_files, parse_spec
 from taq_model.sampling import (
@@ -111,7 +112,7 @@ class ModelHandle(ABC):
         """The adaLN weights from their source (file or seed), as (path, array) pairs."""
 
     def reload_modulation_weights(self) -> None:
-        """Put back the adaLN weights that `cache_modulation_params` emptied."""
+        """Put back the adaLN weights that modulation caching emptied."""
         self.mmdit.load_weights(self.modulation_weights(), strict=False)
         mx.eval(self.mmdit.parameters())
 
@@ -147,10 +148,6 @@ class ModelHandle(ABC):
         return mx.concatenate(finals)
 
 
-def _adaln_items(params: dict) -> list[tuple[str, mx.array]]:
-    return [(k, v) for k, v in tree_flatten(params) if "adaLN_modulation" in k]
-
-
 @dataclass
 class LabelConditionedHandle(ModelHandle):
     """A trained toy preset: prompts parse to label indices, a learned conditioner embeds them,
@@ -182,7 +179,7 @@ class LabelConditionedHandle(ModelHandle):
         return [
             (k.removeprefix("mmdit."), v.astype(mx.float32))
             for k, v in weights.items()
-            if k.startswith("mmdit.") and "adaLN_modulation" in k
+            if k.startswith("mmdit.") and is_modulation_path(k)
         ]
 
 
@@ -337,7 +334,7 @@ def build_random(
         seed=seed,
         num_tokens=num_tokens,
     )
-    handle._adaln_shapes = [(k, v.shape) for k, v in _adaln_items(mmdit.parameters())]
+    handle._adaln_shapes = [(k, v.shape) for k, v in modulation_parameters(mmdit)]
     return handle
 
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import mlx.core as mx
 import numpy as np
 
+from taq_model.blocks import cache_modulation, clear_modulation
+
 if TYPE_CHECKING:
     from taq_model.presets import ModelHandle
 
@@ -95,16 +97,15 @@ def initial_noise(seed: int, latent_shape: tuple[int, int, int]) -> mx.array:
 def cached_modulation(handle: ModelHandle, pooled: mx.array, timesteps: mx.array):
     """Cache every block's adaLN outputs for `pooled` x `timesteps`; restore adaLN after.
 
-    `cache_modulation_params` empties the adaLN weights, and its cache depends on the
-    pooled embedding, so the weights must come back before the next prompt.
+    Caching empties the adaLN weights, and the cache depends on the pooled embedding, so
+    the weights must come back before the next prompt.
     """
-    mmdit = handle.mmdit
-    mmdit.cache_modulation_params(pooled, timesteps)
+    cache_modulation(handle.mmdit, pooled, timesteps)
     try:
         yield
     finally:
         handle.reload_modulation_weights()
-        mmdit.clear_modulation_params_cache()
+        clear_modulation(handle.mmdit)
 
 
 def model_output(

@@ -70,14 +70,16 @@ def block_streams(mmdit: nn.Module, block: str) -> dict[str, nn.Module]:
     return {"unified": module.transformer_block}
 
 
-def _roles(sub_block: nn.Module) -> tuple[str, ...]:
+def sub_block_roles(sub_block: nn.Module) -> tuple[str, ...]:
+    """The roles a sub-block has: the last MM block's text sub-block (with no unified blocks
+    after it) stops after the attention inputs."""
     return PRE_ATTENTION_ROLES if sub_block.skip_post_sdpa else LAYER_ROLES
 
 
 def block_layers(mmdit: nn.Module, block: str) -> list[LayerRef]:
     refs = []
     for stream, sub_block in block_streams(mmdit, block).items():
-        for role in _roles(sub_block):
+        for role in sub_block_roles(sub_block):
             refs.append(
                 LayerRef(
                     name=f"{block}.{stream}.{role}",

@@ -28,6 +28,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from taq_model.blocks import clear_modulation
 from taq_model.compat import import_diffusionkit
 from taq_model.toy import rectified_flow_loss
 from taq_runtime.cli import add_version_flag, run_cli
@@ -196,7 +197,7 @@ def train(config: TrainConfig) -> TrainResult:
             )
         if done % config.checkpoint_every == 0 or done == end:
             _save_checkpoint(model, ema, optimizer, done, losses, config)
-    model.mmdit.clear_modulation_params_cache()
+    clear_modulation(model.mmdit)
     seconds = time.perf_counter() - start
     return TrainResult(save_weights(ema, config, losses, seconds), losses, seconds)
 

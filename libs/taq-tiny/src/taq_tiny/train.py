@@ -21,6 +21,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
 
+from taq_model.blocks import clear_modulation
 from taq_model.compat import import_diffusionkit
 from taq_model.digits import NULL_CLASS, DigitConditioner, tiny_digits_config
 from taq_model.toy import rectified_flow_loss
@@ -89,7 +90,7 @@ def train(config: TrainConfig) -> TrainResult:
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
             bar.update(1)
-    model.mmdit.clear_modulation_params_cache()
+    clear_modulation(model.mmdit)
     seconds = time.perf_counter() - start
     path = save_weights(model, config, losses, seconds)
     return TrainResult(path, losses, seconds)

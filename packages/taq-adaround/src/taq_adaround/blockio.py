@@ -104,9 +104,9 @@ def block_io(call: BlockCall, text_tokens: int, discard_text: bool) -> BlockIO:
     `discard_text`: the block is the model's last unified block (its text half is unused)."""
     modulation = {stream: call.modulation.get(stream) for stream in MODULATIONS}
     if "unified" not in call.modulation:
-        (image_out, text_out), (image_in, text_in) = call.outputs, call.args[:2]
+        (image_out, text_out), (image_in, text_in) = call.outputs, call.tokens
         return BlockIO(image_in, text_in, image_out, text_out, modulation)
-    x, out = call.args[0], call.outputs
+    (x,), out = call.tokens, call.outputs
     text_out = None if discard_text else out[:, :text_tokens]
     return BlockIO(
         x[:, text_tokens:], x[:, :text_tokens], out[:, text_tokens:], text_out, modulation

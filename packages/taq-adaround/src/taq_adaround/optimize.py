@@ -18,14 +18,10 @@ from mlx.utils import tree_flatten
 
 from taq_adaround.blockio import load_block_data, require_blockio
 from taq_adaround.layers import install_adaround, restore_linears
-from taq_adaround.reconstruct import (
-    AdaRoundConfig,
-    BlockResult,
-    adaround_block,
-    positional_encodings,
-)
+from taq_adaround.reconstruct import AdaRoundConfig, BlockResult, adaround_block
 from taq_io import StageGroup, Store
 from taq_io.schema import WEIGHT_ROLES
+from taq_model.blocks import positional_encodings
 from taq_model.presets import ModelHandle
 from taq_model.taxonomy import block_layers, block_names, get_block
 from taq_quant import export_quantized_linear

@@ -25,15 +25,11 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from taq_adaround.layers import AdaRoundLinear, install_adaround, restore_linears
+from taq_model.blocks import restore_modulation, run_block, saved_modulation
 from taq_model.taxonomy import LayerRef, block_layers, block_streams, get_block
 from taq_quant import RoundingSchedule, rounding_regularizer
 from taq_run.weights import AdaRoundConfig
 from taq_runtime.cli import progress
-
-MODULATION_KEY = 0.0
-# Blocks read `timestep.item()` only as the key of `_modulation_params`; a size-1 constant
-# (not a traced input) keeps that lookup valid inside `mx.compile`.
-TIMESTEP_KEY = mx.array([MODULATION_KEY])
 
 
 @dataclass
@@ -65,21 +61,6 @@ class BlockData:
         )
 
 
-def positional_encodings(
-    mmdit: nn.Module, text_tokens: int, latent_shape: tuple[int, ...]
-) -> mx.array | None:
-    """The rotary table `MMDiT.__call__` hands every block (FLUX), None for learned
-    positions (SD3): a function of the token counts only, so it is rebuilt, not cached."""
-    config = mmdit.config
-    if config.pos_embed_type.name != "PreSDPARope":
-        return None
-    height, width = latent_shape[:2]
-    return mmdit.pre_sdpa_rope(
-        text_sequence_length=text_tokens,
-        latent_image_resolution=(height // config.patch_size, width // config.patch_size),
-    )
-
-
 @dataclass(frozen=True)
 class BlockResult:
     layers: dict[str, AdaRoundLinear]
@@ -95,16 +76,7 @@ def _forward(block: nn.Module, streams: dict, batch: tuple[mx.array, ...]):
     image_in, text_in = batch[:2]
     modulation = batch[4 : 4 + len(streams)]
     rope = batch[4 + len(streams)] if len(batch) > 4 + len(streams) else None
-    for sub, value in zip(streams.values(), modulation, strict=True):
-        sub._modulation_params = {MODULATION_KEY: value[:, None, None, :]}
-    if "unified" in streams:  # one stream: text tokens first, as MMDiT.__call__ builds it
-        joint = mx.concatenate([text_in, image_in], axis=1)[:, :, None, :]
-        out = block(joint, TIMESTEP_KEY, positional_encodings=rope)[:, :, 0, :]
-        return out[:, text_in.shape[1] :], out[:, : text_in.shape[1]]
-    image, text = block(
-        image_in[:, :, None, :], text_in[:, :, None, :], TIMESTEP_KEY, positional_encodings=rope
-    )
-    return image[:, :, 0, :], None if text is None else text[:, :, 0, :]
+    return run_block(block, image_in, text_in, dict(zip(streams, modulation, strict=True)), rope)
 
 
 def _reconstruction(block, streams, batch, reduce: Callable) -> mx.array:
@@ -153,7 +125,7 @@ def adaround_block(
     block = get_block(mmdit, block_name)
     streams = block_streams(mmdit, block_name)
     refs = block_layers(mmdit, block_name)
-    saved_modulation = {s: getattr(sub, "_modulation_params", None) for s, sub in streams.items()}
+    modulation = saved_modulation(block)
     layers = install_adaround(mmdit, refs, config.weight_config, config.bits_a)
     try:
         rng = np.random.RandomState(config.seed)
@@ -175,11 +147,7 @@ def adaround_block(
         adaround_mse = block_mse(block, streams, data)
     finally:
         restore_linears(mmdit, refs, layers)
-        for stream, sub in streams.items():
-            if saved_modulation[stream] is None:
-                sub.__dict__.pop("_modulation_params", None)
-            else:
-                sub._modulation_params = saved_modulation[stream]
+        restore_modulation(block, modulation)
     return BlockResult(layers, refs, adaround_mse, rtn_mse, time.perf_counter() - start, losses)
 
 

@@ -51,9 +51,10 @@ from taq_infer.model import (
     QuantizedModel,
     WeightSet,
 )
-from taq_infer.modulation import MODULATION, is_modulation_linear, pin_modulation
+from taq_infer.modulation import pin_modulation
 from taq_infer.packed import PackedLinear
 from taq_io import ModelIdentity
+from taq_model.blocks import is_modulation_linear, is_modulation_path, model_parameters
 from taq_model.presets import ModelHandle, config_dict, load_preset
 from taq_model.taxonomy import quantizable_layers
 from taq_run.quant_config import require_quant_config
@@ -124,12 +125,6 @@ def float16_nbytes(mmdit: nn.Module) -> int:
     return sum(value.size * 2 for _, value in tree_flatten(mmdit.parameters()))
 
 
-def model_parameters(mmdit: nn.Module) -> list[tuple[str, mx.array]]:
-    """The MMDiT's parameters by path, without the `to_offload` list of adaLN modules that
-    DiffusionKit leaves on the model after caching modulation (they are the blocks' own)."""
-    return [(k, v) for k, v in tree_flatten(mmdit.parameters()) if not k.startswith("to_offload")]
-
-
 def projected_nbytes(
     mmdit: nn.Module,
     bits: int = 4,
@@ -149,7 +144,9 @@ def projected_nbytes(
     total = 0
     for path, value in model_parameters(mmdit):
         module, kind = path.rsplit(".", 1)
-        layer_bits = bits if module in packed else modulation_bits if MODULATION in module else 0
+        layer_bits = (
+            bits if module in packed else modulation_bits if is_modulation_path(module) else 0
+        )
         if not layer_bits:
             total += value.size * width
         elif kind == "weight":
@@ -267,7 +264,7 @@ def write_checkpoint(
         float16_nbytes=float16_total,
         quantized_layers=len(model.layers),
         bits=weight_set.bits,
-        modulation_layers=sum(MODULATION in path for path in quant_map),
+        modulation_layers=sum(is_modulation_path(path) for path in quant_map),
     )
 
 
@@ -381,7 +378,7 @@ def _weight_set(checkpoint: Checkpoint, handle: ModelHandle) -> WeightSet:
     refs = {ref.path: ref for ref in quantizable_layers(handle.mmdit)}
     layers = {}
     for path, spec in quant["layers"].items():
-        if MODULATION in path:
+        if is_modulation_path(path):
             continue
         if path not in refs:
             raise CheckpointError(

@@ -22,6 +22,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from taq_infer.activations import ActivationQuant, StepContext
 from taq_infer.modulation import pin_modulation, quantize_modulation
 from taq_infer.packed import PackedLinear
+from taq_model.blocks import is_modulation_path, model_parameters
 from taq_model.presets import ModelHandle
 from taq_model.sampling import timesteps_for
 from taq_model.taxonomy import LayerRef, get_module, quantizable_layers
@@ -289,11 +290,11 @@ class QuantizedModel:
 
 def sampling_parameters(mmdit: nn.Module) -> list[mx.array]:
     """The MMDiT's distinct weight arrays while it samples: adaLN excluded (modulation
-    caching empties it). DiffusionKit also keeps the adaLN linears in a `to_offload` list
-    on the model after caching, so arrays are deduplicated and that list is skipped."""
+    caching empties it, and leaves a list of the emptied linears on the model, which
+    `model_parameters` skips); arrays are deduplicated."""
     seen, arrays = set(), []
-    for path, value in tree_flatten(mmdit.parameters()):
-        if "adaLN_modulation" in path or path.startswith("to_offload") or id(value) in seen:
+    for path, value in model_parameters(mmdit):
+        if is_modulation_path(path) or id(value) in seen:
             continue
         seen.add(id(value))
         arrays.append(value)

@@ -1,8 +1,8 @@
 """The adaLN modulation linears: what sampling reloads, and their optional RTN quantization.
 
-DiffusionKit's `cache_modulation_params` empties every adaLN linear after computing the
-modulation for one prompt, and taq's sampler puts them back from the handle's source
-(`ModelHandle.modulation_weights`) before the next one. When the in-memory adaLN differs
+DiffusionKit's modulation caching (`taq_model.blocks`) empties every adaLN linear after
+computing the modulation for one prompt, and taq's sampler puts them back from the handle's
+source (`ModelHandle.modulation_weights`) before the next one. When the in-memory adaLN differs
 from that source (cast to float16, quantized, or read from an exported checkpoint), the
 source must be the in-memory arrays: `pin_modulation` makes it so.
 
@@ -17,25 +17,14 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten
 
+from taq_model.blocks import is_modulation_linear, modulation_parameters
 from taq_model.presets import ModelHandle
-
-MODULATION = "adaLN_modulation"
-
-
-def is_modulation_linear(path: str, module: nn.Module) -> bool:
-    return MODULATION in path and isinstance(module, nn.Linear)
-
-
-def modulation_items(mmdit: nn.Module) -> list[tuple[str, mx.array]]:
-    """The adaLN parameters as (path, array) pairs, as `load_weights` takes them."""
-    return [(path, value) for path, value in tree_flatten(mmdit.parameters()) if MODULATION in path]
 
 
 def pin_modulation(handle: ModelHandle) -> None:
     """Make the arrays the adaLN linears hold now the ones sampling reloads after caching."""
-    items = modulation_items(handle.mmdit)
+    items = modulation_parameters(handle.mmdit)
     handle.modulation_weights = lambda: list(items)  # instance attribute: shadows the source
 
 

@@ -16,6 +16,7 @@ store, in the current directory for a URL store (`local_parent`).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -71,6 +72,28 @@ class LocalLocation:
         file = self.path / name
         return file.read_text() if file.is_file() else None
 
+    def check_contained(self) -> None:
+        """Refuse a store holding a symlink that leads out of it (a group, an array, a chunk,
+        the lock): zarr follows links, so a store someone else made could make a command read,
+        overwrite or delete files anywhere. One walk of the directory tree, links not followed."""
+        if not self.path.is_dir():
+            return
+        root = self.path.resolve()
+        pending = [root]
+        while pending:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    if entry.is_symlink():
+                        target = Path(entry.path).resolve()
+                        if not target.is_relative_to(root):
+                            raise StoreError(
+                                f"{self.path} holds a link leading out of the store: "
+                                f"{Path(entry.path).relative_to(root)} -> {target}: a store "
+                                "must hold its own files; remove the link, or pass another --store"
+                            )
+                    elif entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+
     def zarr_store(self, read_only: bool) -> ZarrStore:
         return LocalStore(self.path, read_only=read_only)
 
@@ -81,10 +104,12 @@ class LocalLocation:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def clear(self) -> None:
-        """Remove everything but the lock file (it is what the writer holds)."""
+        """Remove everything but the lock file (it is what the writer holds); a link is
+        removed, never what it points to."""
         for child in self.path.iterdir():
             if child.name != LOCK_FILE:
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+                is_tree = child.is_dir() and not child.is_symlink()
+                shutil.rmtree(child) if is_tree else child.unlink()
 
     def check_writable(self) -> None:
         try:
@@ -194,6 +219,9 @@ class UrlLocation:
                     self.fs.rm(path, recursive=True)
             self.fs.invalidate_cache()
 
+    def check_contained(self) -> None:
+        """Nothing: an object store has no links."""
+
     def check_writable(self) -> None:
         """Nothing: taking the writer lock writes an object, and a refusal is reported there."""
 
@@ -206,7 +234,10 @@ Location = LocalLocation | UrlLocation
 
 
 def locate(store: str | Path) -> Location:
-    """The location of a store argument: a URL (`scheme://...`) or a local path."""
+    """The location of a store argument: a URL (`scheme://...`) or a local path (an empty
+    one is refused: it would make the current directory a store)."""
+    if not str(store).strip():
+        raise StoreError("--store is empty: pass the path of a store directory (e.g. run.zarr)")
     return UrlLocation(store) if is_url(store) else LocalLocation(Path(store))
 
 

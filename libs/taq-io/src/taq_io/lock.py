@@ -24,11 +24,13 @@ their own units under rank 0's lock. A writer outside the launch is still refuse
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import os
 import socket
+import stat
 import sys
 import time
 import uuid
@@ -86,22 +88,16 @@ class FileLock:
         self.path = self.store_path / LOCK_FILE
 
     def acquire(self) -> None:
-        key = self.path.resolve()
+        key = self.store_path.resolve() / LOCK_FILE  # never through a symlinked lock
         if key in FileLock._held:
             fd, count = FileLock._held[key]
             FileLock._held[key] = (fd, count + 1)
             return
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise StoreNotWritableError(
-                f"cannot lock {self.store_path} for writing ({error.strerror or error}): fix its "
-                "permissions or pass another --store path"
-            ) from error
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = self.holder()
+            holder = _parse_record(_read_fd(fd))
             os.close(fd)
             raise StoreLockedError(
                 f"{self.store_path} is being written by {describe_holder(holder)}: wait for it "
@@ -115,7 +111,7 @@ class FileLock:
         FileLock._held[key] = (fd, 1)
 
     def release(self) -> None:
-        key = self.path.resolve()
+        key = self.store_path.resolve() / LOCK_FILE  # never through a symlinked lock
         if key not in FileLock._held:
             return
         fd, count = FileLock._held[key]
@@ -129,10 +125,47 @@ class FileLock:
 
     def holder(self) -> dict | None:
         try:
-            text = self.path.read_text()
-            return json.loads(text) if text.strip() else None
-        except (OSError, ValueError):
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
             return None
+        try:
+            return _parse_record(_read_fd(fd)) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        finally:
+            os.close(fd)
+
+    def _open(self) -> int:
+        """The lock file, opened for writing only if it is a regular file of the store: a
+        symlink (to a file anywhere) or a device, FIFO or directory in its place is refused,
+        so a store someone else made cannot make us truncate a file outside it."""
+        refused = (
+            f"{self.path} is not a regular file (a symlink or a special file): a store must "
+            "hold its own lock file; remove it, or pass another --store path"
+        )
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise StoreNotWritableError(refused) from None
+            raise StoreNotWritableError(
+                f"cannot lock {self.store_path} for writing ({error.strerror or error}): fix its "
+                "permissions or pass another --store path"
+            ) from error
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StoreNotWritableError(refused)
+        return fd
+
+
+def _read_fd(fd: int) -> bytes:
+    return os.pread(fd, 4096, 0)
+
+
+def _parse_record(data: bytes) -> dict | None:
+    try:
+        record = json.loads(data) if data.strip() else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _alive_here(record: dict | None) -> bool:

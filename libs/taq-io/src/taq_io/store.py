@@ -17,6 +17,7 @@ from typing import Literal
 
 import zarr
 from numpy.typing import ArrayLike
+from zarr.core.sync import sync
 
 from taq_io.errors import (
     CorruptGroupError,
@@ -305,13 +306,23 @@ class Store:
         found = []
         for kind, spec in GROUPS.items():
             if spec.named:
-                parent = self._root.get(kind)
-                names = sorted(parent.group_keys()) if isinstance(parent, zarr.Group) else []
-                paths = [f"{kind}/{name}" for name in names]
+                paths = [f"{kind}/{name}" for name in self._child_names(kind)]
             else:
                 paths = [kind]
             found += [group for p in paths if (group := self._find(spec, p)) is not None]
         return found
+
+    def _child_names(self, kind: str) -> list[str]:
+        """The names under a named kind (`blockio` -> mm0, mm1, ...), listed without reading
+        their metadata: a corrupt one is then named by `_find`, not a bare JSON error."""
+        parent = self._root.get(kind)
+        if not isinstance(parent, zarr.Group):
+            return []
+
+        async def names() -> list[str]:
+            return [name async for name in parent.store.list_dir(parent.path)]
+
+        return sorted(name for name in sync(names()) if name != "zarr.json")
 
     def _find(self, spec: GroupSpec, path: str) -> StageGroup | None:
         """The group at `path`, or None if absent or its creation never finished."""
@@ -424,6 +435,7 @@ def _read_root_record(where: Location) -> dict:
         raise StoreNotFoundError(
             f"no taq store at {path}: run `{FIRST_COMMAND} --store {path}` first"
         )
+    where.check_contained()
     metadata_file = f"{path}/zarr.json"
     text = where.read_text("zarr.json")
     if text is None:
@@ -439,6 +451,12 @@ def _read_root_record(where: Location) -> dict:
     if not isinstance(record, dict) or record.get("schema") != SCHEMA_NAME:
         raise NotATaqStoreError(
             f"{path} is a zarr store but not a taq store: pass another --store path"
+        )
+    if metadata.get("zarr_format") != 3 or metadata.get("node_type") != "group":
+        raise CorruptStoreError(
+            f"{metadata_file} is not a zarr v3 group (zarr_format "
+            f"{metadata.get('zarr_format')!r}, node_type {metadata.get('node_type')!r}): restore "
+            f"it, or remove {path} and re-run from `{FIRST_COMMAND}`"
         )
     try:
         major = int(str(record["schema_version"]).split(".")[0])

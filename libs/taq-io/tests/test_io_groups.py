@@ -15,6 +15,7 @@ import zarr
 from taq_io import (
     GROUPS,
     ArraySpec,
+    CorruptGroupError,
     CorruptStoreError,
     GroupConflictError,
     GroupIncompleteError,
@@ -27,6 +28,8 @@ from taq_io import (
     from_bfloat16_bits,
     to_bfloat16_bits,
 )
+from taq_io.integrity import verify_group
+from taq_io.schema import WEIGHT_ROLES
 
 _spec = importlib.util.spec_from_file_location(
     "calib_writer", Path(__file__).with_name("calib_writer.py")
@@ -189,6 +192,77 @@ def test_require_refuses_a_corrupt_group(store: Store) -> None:
     (store.path / "calib" / "zarr.json").write_text("{")
     with pytest.raises(CorruptStoreError, match=r"`calib` in .* is corrupt .*--overwrite`"):
         Store.open(store.path).require_group("calib")
+
+
+def test_a_named_group_with_truncated_metadata_is_named_with_its_command(store: Store) -> None:
+    """Listing the groups (`taq doctor`) names the broken one and the command that rewrites
+    it, not the JSON parser's complaint alone."""
+    write_calib(store)
+    create_blockio(store, store.require_group("calib").identity())
+    metadata = store.path / "blockio" / "mm0" / "zarr.json"
+    metadata.write_text(metadata.read_text()[:100])
+    with pytest.raises(
+        CorruptStoreError,
+        match=r"^`blockio/mm0` in .* is corrupt \(.*\): rerun `taq-adaround cache --store .* "
+        r"--overwrite`$",
+    ):
+        describe(store.path)
+
+
+WEIGHT_SIZES = {
+    "block": 1,
+    "stream": 2,
+    "role": len(WEIGHT_ROLES),
+    **{f"{role}_{dim}": 2 for role in WEIGHT_ROLES for dim in ("out", "words", "groups")},
+}
+
+
+def write_weights(store: Store, nan_at_present: bool) -> None:
+    """One block of `weights/adaround`: the text stream lacks its first role (NaN padding
+    there); with `nan_at_present`, a NaN in a scale of a layer that is present."""
+    group = store.create_group(
+        "weights",
+        "adaround",
+        producer="taq-adaround 0.1.0",
+        config={"bits_w": 4},
+        inputs={},
+        sizes=WEIGHT_SIZES,
+        constants={"stream_names": ["image", "text"], "role_names": list(WEIGHT_ROLES)},
+    )
+    present = np.ones((2, len(WEIGHT_ROLES)), bool)
+    present[1, 0] = False
+    unit = {"block_names": "mm0", "present": present, "mse": 1.0, "rtn_mse": 1.0, "seconds": 1.0}
+    for r, role in enumerate(WEIGHT_ROLES):
+        unit[f"{role}_weight"] = np.zeros((2, 2, 2), np.uint32)
+        for part in ("scales", "biases"):
+            values = np.ones((2, 2, 2), np.float32)
+            values[~present[:, r]] = np.nan
+            unit[f"{role}_{part}"] = values
+        unit[f"{role}_act_scale"] = np.where(present[:, r], 1.0, np.nan).astype(np.float32)
+    if nan_at_present:
+        unit[f"{WEIGHT_ROLES[1]}_scales"][0, 1, 0] = np.nan
+    group.write_unit(0, unit)
+    group.mark_complete()
+
+
+def test_weights_padding_may_be_nan_but_a_present_layer_may_not(store: Store) -> None:
+    write_weights(store, nan_at_present=False)
+    group = store.require_group("weights", "adaround", verify=True)
+    assert np.isnan(group.read(f"{WEIGHT_ROLES[0]}_scales")[0, 1]).all()  # absent: padding
+
+
+def test_a_nan_in_a_present_layers_scales_is_refused_and_verified(tmp_path: Path) -> None:
+    store = Store.create(tmp_path / "run", calib_writer.MODEL)
+    write_weights(store, nan_at_present=True)
+    group = store.require_group("weights", "adaround")
+    name = f"{WEIGHT_ROLES[1]}_scales"
+    message = (
+        rf"^`weights/adaround` in .*: {name} of block 0 holds NaN or inf: rerun "
+        r"`taq-adaround optimize --store .* --overwrite`$"
+    )
+    with pytest.raises(CorruptGroupError, match=message):
+        group.read(name)
+    assert [p for p in verify_group(group) if name in p] and len(verify_group(group)) == 1
 
 
 def test_overwrite_replaces_a_group_left_corrupt_by_a_killed_writer(store: Store) -> None:

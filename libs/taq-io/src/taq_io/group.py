@@ -210,7 +210,7 @@ class StageGroup:
         if name not in self.spec.unit_arrays():
             integrity.check_chunks(*where, array, None)
             data = self._decode(array_spec.dtype, name, array, None)
-            integrity.check_values(*where, data, None)
+            integrity.check_values(*where, data, None, self._real(array_spec, None))
             return data
         mask = self.done_mask()
         selected = np.flatnonzero(mask) if units is None else np.asarray(units, dtype=np.int64)
@@ -222,8 +222,15 @@ class StageGroup:
             )
         integrity.check_chunks(*where, array, selected.tolist())
         data = self._decode(array_spec.dtype, name, array, selected)
-        integrity.check_values(*where, data, selected.tolist())
+        integrity.check_values(*where, data, selected.tolist(), self._real(array_spec, selected))
         return data
+
+    def _real(self, array_spec: ArraySpec, units: np.ndarray | None) -> np.ndarray | None:
+        """Where a padded array's values are real (`ArraySpec.real_where`), for `units`."""
+        if array_spec.real_where is None:
+            return None
+        mask, index = array_spec.real_where
+        return self.read(mask, None if units is None else units.tolist())[..., index]
 
     def _decode(
         self, dtype: str, name: str, array: zarr.Array, selected: np.ndarray | None

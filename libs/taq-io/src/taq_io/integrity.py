@@ -81,13 +81,16 @@ def check_values(
     name: str,
     data: np.ndarray,
     units: Sequence[int] | None,
+    real: np.ndarray | None = None,
 ) -> None:
     """Refuse non-finite values of a float array that is not padding (`units`: the rows of
-    `data`, for a per-unit array)."""
+    `data`, for a per-unit array; `real`: for a padded array, where its values are real)."""
     array_spec = spec.all_arrays()[name]
-    if array_spec.padded or not np.issubdtype(data.dtype, np.floating):
+    if (array_spec.padded and real is None) or not np.issubdtype(data.dtype, np.floating):
         return
     finite = np.isfinite(data)
+    if real is not None:  # padding may be NaN: only the real values must be finite
+        finite |= ~real.reshape(real.shape + (1,) * (data.ndim - real.ndim))
     if finite.all():
         return
     if units is None:

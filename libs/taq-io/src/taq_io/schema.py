@@ -44,10 +44,14 @@ class ArraySpec:
     doc: str
     padded: bool = False
     """NaN marks padding (channels beyond a layer's width, absent layers): readers do not
-    require its values to be finite."""
+    require its values to be finite, except where `real_where` says they are real."""
     since: str | None = None
     """The schema minor version that added the array to an existing kind (None: from the
     start). A group written before lacks it; it reads as empty along the dims only it has."""
+    real_where: tuple[str, int] | None = None
+    """For a padded array: (a bool array of the group, an index on its last dim) marking where
+    the values are real, not padding; there they must be finite like any other float. The
+    mask's other dims are this array's first dims (`present[..., role]` for a role's scales)."""
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -117,8 +121,9 @@ def _array(
     doc: str,
     padded: bool = False,
     since: str | None = None,
+    real_where: tuple[str, int] | None = None,
 ) -> ArraySpec:
-    return ArraySpec(dtype, tuple(dims.split()), chunks, doc, padded, since)
+    return ArraySpec(dtype, tuple(dims.split()), chunks, doc, padded, since, real_where)
 
 
 CALIB = GroupSpec(
@@ -322,7 +327,8 @@ def _weight_arrays() -> dict[str, ArraySpec]:
         "rtn_mse": _array("float32", "block", (1,), "the same for round-to-nearest on this grid"),
         "seconds": _array("float32", "block", (1,), "wall time spent on the block"),
     }
-    for role in WEIGHT_ROLES:
+    for index, role in enumerate(WEIGHT_ROLES):
+        present = ("present", index)  # NaN only where the layer is absent
         arrays[f"{role}_weight"] = _array(
             "uint32",
             f"block stream {role}_out {role}_words",
@@ -335,7 +341,8 @@ def _weight_arrays() -> dict[str, ArraySpec]:
                 f"block stream {role}_out {role}_groups",
                 (1, 1, None, None),
                 f"{role}: QuantizedLinear.{part} (w = scale * q + bias per group)",
-                padded=True,  # NaN where the layer is absent
+                padded=True,
+                real_where=present,
             )
         arrays[f"{role}_act_scale"] = _array(
             "float32",
@@ -343,6 +350,7 @@ def _weight_arrays() -> dict[str, ArraySpec]:
             (1, None),
             f"{role}: learned static input scale (signed)",
             padded=True,
+            real_where=present,
         )
     return arrays
 

@@ -20,6 +20,7 @@ from taq_infer.checkpoint import (
     CheckpointError,
     load_checkpoint,
     projected_nbytes,
+    read_checkpoint,
 )
 from taq_io import Store
 from taq_model.presets import load_preset
@@ -226,6 +227,66 @@ def test_bad_checkpoints_exit_2_in_one_line(exported, tmp_path, command):
     assert not (tmp_path / "x.png").exists()
 
 
+def _quantization(src, **changes) -> str:
+    quant = json.loads(mx.load(str(src), return_metadata=True)[1]["taq.quantization"])
+    return json.dumps({**quant, **changes})
+
+
+def _first_layer_bits_0(src) -> str:
+    quant = json.loads(_quantization(src))
+    quant["layers"][next(iter(quant["layers"]))] = {"group_size": 64, "bits": 0}
+    return json.dumps(quant)
+
+
+# a checkpoint someone else crafted: (metadata changes, or arrays to poison) -> the one line
+CRAFTED = {
+    "model-not-json": ({"taq.model": "{tiny"}, "metadata taq.model is not JSON"),
+    "model-extra-key": (
+        {"taq.model": json.dumps({"preset": "tiny-digits", "config_hash": "x", "more": 1})},
+        "metadata taq.model is not",
+    ),
+    "layer-bits-0": (_first_layer_bits_0, "has bits 0 and group size 64"),
+    "weights-method": (
+        lambda src: _quantization(src, weights="gptq9"),
+        "names weights 'gptq9'",
+    ),
+    "sidecar-outside": (
+        {"taq.activation_plan": json.dumps({"file": "../plan.safetensors", "sha256": "0" * 64})},
+        "names the file '../plan.safetensors', not a plain file name beside it",
+    ),
+    "static-unknown-layer": (
+        {"taq.static_activations": json.dumps({"mm9.image.attn.q_proj": [8, 0.5]})},
+        "has static activation scales for mm9.image.attn.q_proj, which it does not quantize",
+    ),
+    "static-nan": (
+        {"taq.static_activations": '{"mm0.image.attn.q_proj": [8, NaN]}'},
+        "not [bits 2..8, a finite scale]",
+    ),
+    "nan-tensor": ("NaN", "holds NaN or inf"),
+}
+
+
+@pytest.mark.parametrize("case", CRAFTED, ids=list(CRAFTED))
+def test_a_crafted_checkpoint_is_refused_in_one_line(case, exported, tmp_path, command):
+    """Metadata is parsed and checked as a whole, every layer it names must exist, and every
+    float tensor must be finite, before any image is made."""
+    src = exported[0].output
+    changes, message = CRAFTED[case]
+    crafted = tmp_path / "crafted.safetensors"
+    if changes == "NaN":
+        arrays, meta = mx.load(str(src), return_metadata=True)
+        key = next(k for k, v in arrays.items() if k.endswith(".scales"))
+        arrays[key] = mx.full(arrays[key].shape, float("nan"), arrays[key].dtype)
+        mx.save_safetensors(str(crafted), arrays, metadata=meta)
+    else:
+        changes = {"taq.quantization": changes(src)} if callable(changes) else changes
+        resave(src, crafted, **changes)
+    png = tmp_path / "x.png"
+    out = command(infer_cli, "--checkpoint", crafted, "--prompt", "digit 1", "--output", png)
+    one_line_exit_2(out, message)
+    assert not png.exists()
+
+
 def test_export_of_a_store_without_weights_names_the_command(tmp_path, command):
     handle = load_preset("tiny-digits")
     store = Store.create(tmp_path / "bare.zarr", model_identity(handle))
@@ -233,6 +294,27 @@ def test_export_of_a_store_without_weights_names_the_command(tmp_path, command):
     out = command(taq_cli, "export", "--store", store.path, "--output", tmp_path / "m.safetensors")
     one_line_exit_2(out, "taq-adaround optimize")
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_export_refuses_an_existing_output_unless_overwrite(store, tmp_path, command):
+    """Like mlx-lm's convert: an existing checkpoint (or a directory in its place) is never
+    replaced without --overwrite, a store never receives one, and nothing partial is left."""
+    output = tmp_path / "m.safetensors"
+    output.write_bytes(b"mine")
+    export = ("export", "--store", store.path, "--output")
+    one_line_exit_2(command(taq_cli, *export, output), "exists: pass --overwrite")
+    assert output.read_bytes() == b"mine"
+    folder = tmp_path / "d.safetensors"
+    folder.mkdir()
+    one_line_exit_2(command(taq_cli, *export, folder), "is a directory")
+    inside = Path(store.path) / "weights" / "m.safetensors"
+    one_line_exit_2(command(taq_cli, *export, inside), "is inside the zarr store")
+    assert not inside.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.safetensors", "m.safetensors"]
+    assert list(folder.iterdir()) == []
+    out = command(taq_cli, *export, output, "--overwrite")
+    assert out.returncode == 0, out.stderr
+    assert read_checkpoint(output).quantization["weights"] == "adaround"
 
 
 def test_cli_export_prints_the_ratio(store, tmp_path, command):

@@ -350,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="round the adaLN linears to nearest at these bits; 0 keeps them float [4]",
     )
     export.add_argument("--local-ckpt", default=None)
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an existing checkpoint and its sidecar"
+    )
     export.set_defaults(func=_export)
     sweep = sub.add_parser("sweep", help="quality vs weight and activation bits (resumable)")
     sweep.add_argument("--store", default=RunConfig.store, help="a finished `taq run` store")

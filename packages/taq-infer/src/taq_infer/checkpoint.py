@@ -43,17 +43,23 @@ from taq_infer.artifacts import (
     has_quant_config,
     read_weight_set,
 )
+from taq_infer.checkpoint_meta import (
+    KEY,
+    MODULATION_BITS,
+    CheckpointError,
+    check_finite,
+    parse_metadata,
+)
 from taq_infer.loading import SCALE_DTYPES, check_schedule, install_artifacts, resolve_act
 from taq_infer.model import (
     ActivationPlan,
     Fallback,
-    InferenceError,
     QuantizedModel,
     WeightSet,
 )
 from taq_infer.modulation import pin_modulation
 from taq_infer.packed import PackedLinear
-from taq_io import ModelIdentity
+from taq_io import GROUPS, ModelIdentity
 from taq_model.blocks import is_modulation_linear, is_modulation_path, model_parameters
 from taq_model.presets import ModelHandle, config_dict, load_preset
 from taq_model.taxonomy import quantizable_layers
@@ -64,12 +70,6 @@ from taq_run.weights import require_weights
 FORMAT = "taq.checkpoint"
 FORMAT_VERSION = 1
 PLAN_SUFFIX = ".actplan.safetensors"
-MODULATION_BITS = (0, 2, 3, 4, 5, 6, 8)
-_KEY = "taq."
-
-
-class CheckpointError(InferenceError):
-    """A checkpoint that cannot be exported or loaded as asked; the message names the fix."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ class ExportConfig:
     dtype: str = "float16"  # unquantized parameters and the W4 scales/biases
     modulation_bits: int = 4  # adaLN linears rounded to nearest; 0 keeps them float
     local_ckpt: str | None = None
+    overwrite: bool = False  # replace an existing checkpoint (and its sidecar)
 
     def __post_init__(self) -> None:
         if not str(self.output).endswith(".safetensors"):
@@ -169,10 +170,39 @@ def _sha256(path: Path) -> str:
 
 
 def _save(path: Path, arrays: dict[str, mx.array], metadata: dict[str, str]) -> None:
-    """Write next to `path`, then rename: a killed export leaves no half file behind."""
+    """Write next to `path`, then rename: a killed export leaves no half file behind, and a
+    failed one removes its partial file."""
     partial = path.with_name(f".{path.stem}.partial.safetensors")
-    mx.save_safetensors(str(partial), arrays, metadata=metadata)
-    os.replace(partial, path)
+    try:
+        mx.save_safetensors(str(partial), arrays, metadata=metadata)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def plan_path_of(output: Path) -> Path:
+    """The activation plan's sidecar of the checkpoint `output`."""
+    return output.with_name(output.name.removesuffix(".safetensors") + PLAN_SUFFIX)
+
+
+def check_output(config: ExportConfig) -> None:
+    """Refuse, before any work, an output that is a directory, that exists (unless
+    `config.overwrite`), or that lies inside a zarr store (a store holds its own files)."""
+    output = Path(config.output)
+    for path in (output, plan_path_of(output)):
+        if path.is_dir():
+            raise CheckpointError(f"--output {path} is a directory: pass a .safetensors file path")
+        if (path.exists() or path.is_symlink()) and not config.overwrite:
+            raise CheckpointError(
+                f"{path} exists: pass --overwrite to replace it, or another --output"
+            )
+    for parent in output.resolve().parents:
+        if (parent / "zarr.json").is_file():
+            raise CheckpointError(
+                f"--output {output} is inside the zarr store {parent}: write the checkpoint "
+                "outside it"
+            )
 
 
 def _quantization_map(mmdit: nn.Module) -> dict[str, dict[str, int]]:
@@ -197,6 +227,7 @@ def _plan_arrays(store) -> tuple[dict[str, mx.array], dict[str, str]]:
 
 def export_checkpoint(config: ExportConfig) -> ExportSummary:
     """Write the store's packed model (weights `config.weights`) to `config.output`."""
+    check_output(config)
     store, handle = open_run(config.store, mode="r", local_ckpt=config.local_ckpt)
     weight_set = read_weight_set(store, config.weights)  # names `taq-adaround optimize` if absent
     plan = _plan_arrays(store) if has_quant_config(store) else None
@@ -228,16 +259,16 @@ def write_checkpoint(
     output.parent.mkdir(parents=True, exist_ok=True)
     plan_path, plan_meta = None, None
     if plan is not None:
-        plan_path = output.with_name(output.name.removesuffix(".safetensors") + PLAN_SUFFIX)
+        plan_path = plan_path_of(output)
         arrays, meta = plan
-        _save(plan_path, arrays, {f"{_KEY}{k}": v for k, v in meta.items()} | _format_meta())
+        _save(plan_path, arrays, {f"{KEY}{k}": v for k, v in meta.items()} | _format_meta())
         plan_meta = {"file": plan_path.name, "sha256": _sha256(plan_path)}
     static = weight_set.static_activations
     quant_map = _quantization_map(handle.mmdit)
     metadata = _format_meta() | {
-        f"{_KEY}model": json.dumps(model_identity(handle).to_json()),
-        f"{_KEY}mmdit_config": json.dumps(config_dict(handle.mmdit.config, bare_dtypes=True)),
-        f"{_KEY}quantization": json.dumps(
+        f"{KEY}model": json.dumps(model_identity(handle).to_json()),
+        f"{KEY}mmdit_config": json.dumps(config_dict(handle.mmdit.config, bare_dtypes=True)),
+        f"{KEY}quantization": json.dumps(
             {
                 "weights": weight_set.method,
                 "bits": weight_set.bits,
@@ -249,13 +280,18 @@ def write_checkpoint(
                 "store_flags": config.store_flags(),
             }
         ),
-        f"{_KEY}static_activations": json.dumps(
+        f"{KEY}static_activations": json.dumps(
             {name: [q.bits[0], float(q.scale[0])] for name, q in static.items()}
         ),
-        f"{_KEY}activation_plan": json.dumps(plan_meta),
-        f"{_KEY}source": json.dumps(source or {}),
+        f"{KEY}activation_plan": json.dumps(plan_meta),
+        f"{KEY}source": json.dumps(source or {}),
     }
-    _save(output, dict(model_parameters(handle.mmdit)), metadata)
+    try:
+        _save(output, dict(model_parameters(handle.mmdit)), metadata)
+    except BaseException:
+        if plan_path is not None:  # no sidecar without its checkpoint
+            plan_path.unlink(missing_ok=True)
+        raise
     return ExportSummary(
         output=output,
         plan=plan_path,
@@ -270,9 +306,9 @@ def write_checkpoint(
 
 def _format_meta() -> dict[str, str]:
     return {
-        f"{_KEY}format": FORMAT,
-        f"{_KEY}format_version": str(FORMAT_VERSION),
-        f"{_KEY}producer": f"taq-infer {version('taq-infer')}",
+        f"{KEY}format": FORMAT,
+        f"{KEY}format_version": str(FORMAT_VERSION),
+        f"{KEY}producer": f"taq-infer {version('taq-infer')}",
     }
 
 
@@ -302,12 +338,12 @@ def _load_safetensors(path: Path, what: str) -> tuple[dict[str, mx.array], dict[
             f"{path} is not a readable safetensors file ({reason}): the {what} is truncated or "
             "corrupt; export it again with `taq export`"
         ) from None
-    if metadata.get(f"{_KEY}format") != FORMAT:
+    if metadata.get(f"{KEY}format") != FORMAT:
         raise CheckpointError(
-            f"{path} is a safetensors file but not a taq {what} (no {_KEY}format "
+            f"{path} is a safetensors file but not a taq {what} (no {KEY}format "
             f"{FORMAT!r} in its metadata): make one with `taq export`"
         )
-    found = metadata.get(f"{_KEY}format_version", "?")
+    found = metadata.get(f"{KEY}format_version", "?")
     if not found.isdigit() or int(found) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has {what} format version {found}, this taq-infer reads up to "
@@ -324,15 +360,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             f"no checkpoint at {path}: make one with `taq export --store RUN --output {path}`"
         )
     arrays, metadata = _load_safetensors(path, "checkpoint")
-    parsed = {
-        key.removeprefix(_KEY): json.loads(value)
-        for key, value in metadata.items()
-        if key.startswith(_KEY) and key.removeprefix(_KEY) not in ("format", "producer")
-    }
-    missing = {"model", "quantization", "static_activations", "activation_plan"} - set(parsed)
-    if missing:
-        raise CheckpointError(f"{path} lacks metadata {sorted(missing)}: export it again")
-    parsed["producer"] = metadata.get(f"{_KEY}producer")
+    parsed = parse_metadata(path, metadata)
+    check_finite(path, arrays)
     return Checkpoint(path, arrays, parsed)
 
 
@@ -356,7 +385,14 @@ def read_plan(checkpoint: Checkpoint, smoothquant: bool = False) -> ActivationPl
             "(sha256 differs): export both again with `taq export`"
         )
     arrays, metadata = _load_safetensors(path, "activation plan")
-    names = json.loads(metadata[f"{_KEY}layer_names"])
+    padded = {name for name, spec in GROUPS["quant_config"].arrays.items() if spec.padded}
+    check_finite(path, {k: v for k, v in arrays.items() if k not in padded})  # NaN: padding
+    try:
+        names = json.loads(metadata[f"{KEY}layer_names"])
+    except (KeyError, ValueError):
+        raise CheckpointError(
+            f"{path} has no readable {KEY}layer_names: export it again with `taq export`"
+        ) from None
     post_gelu = np.array(arrays["post_gelu"]).astype(bool)
 
     def read(name: str) -> np.ndarray:
@@ -404,9 +440,17 @@ def _weight_set(checkpoint: Checkpoint, handle: ModelHandle) -> WeightSet:
             layer.bias = checkpoint.arrays[f"{path}.bias"]
         layer.freeze()
         layers[refs[path].name] = layer
+    recorded = checkpoint.metadata["static_activations"]
+    unknown = sorted(set(recorded) - set(layers))
+    if unknown:
+        raise CheckpointError(
+            f"{checkpoint.path} has static activation scales for {', '.join(unknown[:3])}, "
+            "which it does not quantize: it is corrupt or was made for another model; export "
+            "it again"
+        )
     static = {
         name: ActivationQuant.static(scale=scale, bits=bits)
-        for name, (bits, scale) in checkpoint.metadata["static_activations"].items()
+        for name, (bits, scale) in recorded.items()
     }
     return WeightSet(quant["weights"], quant["bits"], quant["group_size"], layers, static)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from taq_runtime.testing import HANG_GUARD_S
+
 # console script -> the workspace member (distribution) that declares it
 ENTRY_POINTS = {
     "taq": "taq-pipeline",
@@ -38,7 +40,7 @@ def answers():
     }
     answers = {}
     for name, proc in procs.items():
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=HANG_GUARD_S)
         answers[name] = (proc.returncode, out, err)
     return answers
 

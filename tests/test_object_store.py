@@ -23,6 +23,7 @@ from taq_io.lock import LOCK_FILE
 from taq_pipeline.cli import main as taq_main
 from taq_pipeline.testing import ENV, MINIMAL
 from taq_run.runs import model_identity
+from taq_runtime.testing import HANG_GUARD_S
 
 s3fs = pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -91,7 +92,7 @@ def test_run_on_s3_killed_mid_optimize_resumes_to_the_local_numbers(finished, s3
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.time() + 400
+    deadline = time.time() + HANG_GUARD_S
     while time.time() < deadline and proc.poll() is None:
         fs.invalidate_cache()
         if fs.exists(f"{BUCKET}/run.zarr/weights"):
@@ -197,13 +198,10 @@ def test_unusable_store_url_is_one_line_exit_2_and_writes_nothing(
             monkeypatch.delenv(name)
     else:
         url = "s3://missing/run.zarr"
-    start = time.perf_counter()
     code = COMMANDS[command](url)
-    seconds = time.perf_counter() - start
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     message, fix = PROBLEMS[problem]
     assert code == 2 and message in lines[0] and fix in lines[0], lines[0]
-    assert seconds < 30, "the probe must fail fast"
     assert keys(fs) == before and not fs.exists("missing")
     assert not any(tmp_path.iterdir())

@@ -12,6 +12,7 @@ import pytest
 
 from taq_io.lock import LOCK_FILE
 from taq_pipeline.testing import ENV, MINIMAL, taq
+from taq_runtime.testing import HANG_GUARD_S
 
 VARIANTS = [
     "FP",
@@ -103,7 +104,7 @@ def test_killed_run_finishes_with_the_same_numbers(finished, tmp_path, marker):
     cmd = [sys.executable, "-m", "taq_pipeline", "run", "--store", str(killed), *MINIMAL]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     watched = (killed if marker == "weights" else tmp_path) / marker
-    deadline = time.time() + 120
+    deadline = time.time() + HANG_GUARD_S
     while time.time() < deadline and not watched.exists() and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

@@ -22,6 +22,7 @@ from taq_actstats.cli import main as actstats
 from taq_adaround.cli import main as adaround
 from taq_calib.cli import main as calib
 from taq_runtime.ranks import local_launch
+from taq_runtime.testing import HANG_GUARD_S
 
 COMMANDS = {"calib": calib, "adaround": adaround, "actstats": actstats}
 OPTIMIZE = ["optimize", "--iters", "10", "--batch-size", "4"]
@@ -61,7 +62,9 @@ def run_chain(store: Path, steps) -> None:
 
 def launch(*command: object, **kwargs) -> subprocess.CompletedProcess:
     argv = local_launch(2, [str(c) for c in command])
-    return subprocess.run(argv, capture_output=True, text=True, env=ENV, timeout=600, **kwargs)
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=ENV, timeout=HANG_GUARD_S, **kwargs
+    )
 
 
 def console(name: str) -> Path:
@@ -135,7 +138,7 @@ def test_rank_killed_mid_optimize_resumes_to_the_same_weights(one_rank, tmp_path
         command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     done_file = store / "weights" / "adaround"
-    deadline = time.time() + 300
+    deadline = time.time() + HANG_GUARD_S
     done = np.zeros(4, bool)
     while time.time() < deadline and launcher.poll() is None and not done.any():
         time.sleep(0.05)
@@ -144,7 +147,7 @@ def test_rank_killed_mid_optimize_resumes_to_the_same_weights(one_rank, tmp_path
     pid = _rank_pid(store, 1)
     assert pid is not None and launcher.poll() is None, "the launch ended before the kill"
     os.kill(pid, signal.SIGKILL)
-    launcher.wait(timeout=60)  # mlx.launch stops the other rank
+    launcher.wait(timeout=HANG_GUARD_S)  # mlx.launch stops the other rank
     done = zarr.open_array(done_file / "done", mode="r")[...]
     assert done.any() and not done.all(), done
     resumed = launch(

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from taq_runtime.testing import HANG_GUARD_S
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("bash", "dirname", "uname", "grep", "id", "sed", "env")
 SKIP_COST = "MLX on CPU keeps its reference BLAS, ~40x slower"
@@ -35,7 +37,7 @@ def bootstrap_blas(env: dict, *args: str) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_GUARD_S,
     )
 
 

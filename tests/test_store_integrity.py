@@ -22,6 +22,7 @@ from taq_infer.cli import main as infer
 from taq_io.lock import LOCK_FILE
 from taq_pipeline.cli import main as taq
 from taq_pipeline.testing import ENV
+from taq_runtime.testing import HANG_GUARD_S
 
 LATENTS_CHUNK = "calib/latents/c/1/0/0/0/0"  # image 1's only chunk
 
@@ -124,7 +125,7 @@ def test_recalibrating_makes_everything_downstream_stale(store_copy, capsys, tmp
 
 
 def _wait_for_holder(store, proc) -> dict:
-    deadline = time.time() + 60
+    deadline = time.time() + HANG_GUARD_S
     while time.time() < deadline and proc.poll() is None:
         try:
             record = json.loads((store / LOCK_FILE).read_text() or "{}")
@@ -149,7 +150,7 @@ def test_second_writer_is_refused_and_the_store_stays_intact(store_copy, capsys)
     code, _, err = call(capsys, adaround, "cache", "--store", store_copy, "--overwrite")
     line = one_line(err)
     assert code == 2 and f"pid {holder['pid']}" in line and "taq_calib" in line, line
-    assert first.wait(timeout=120) == 0, first.stderr.read()
+    assert first.wait(timeout=HANG_GUARD_S) == 0, first.stderr.read()
     code, out, _ = call(capsys, taq, "doctor", "--store", store_copy, "--verify")
     assert code == 0 and "verify: every chunk reads" in out
     assert "calib: complete 2/2 images" in out

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from taq_io import ModelIdentity, Store
+from taq_runtime.testing import HANG_GUARD_S
 
 
 def one_line_error(out) -> str:
@@ -82,7 +83,7 @@ def test_sigkill_then_resume_is_identical(calib_store, cli, tmp_path):
         [sys.executable, "-m", "taq_actstats", "collect", "--store", str(killed)]
     )
     done = killed / "actstats" / "done" / "c"
-    deadline = time.time() + 120
+    deadline = time.time() + HANG_GUARD_S
     while time.time() < deadline and not (done.exists() and any(done.iterdir())):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

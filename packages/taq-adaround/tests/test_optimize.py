@@ -17,6 +17,7 @@ from taq_io import Store
 from taq_model.taxonomy import block_layers, block_streams, get_block, get_layer
 from taq_quant import export_quantized_linear
 from taq_quant.quantizer import scaled_weight
+from taq_runtime.testing import HANG_GUARD_S
 
 FAST = ("--iters", "60", "--batch-size", "8")
 
@@ -66,7 +67,7 @@ def test_warmup_step_without_regulariser_is_the_zero_weighted_update(digits, cac
         np.testing.assert_array_equal(act, trained[1][name][1], err_msg=name)
 
 
-def test_optimize_writes_weights_better_than_rtn(cached_store, tmp_path, cli):
+def test_optimize_writes_weights_better_than_rtn(cached_store, tmp_path, cli, against_rtn):
     path = tmp_path / "run.zarr"
     shutil.copytree(cached_store, path)
     out = cli("optimize", "--store", path, "--blocks", "mm0,mm3", *FAST)
@@ -75,7 +76,7 @@ def test_optimize_writes_weights_better_than_rtn(cached_store, tmp_path, cli):
     store = Store.open(path)
     ada, rtn = store.require_group("weights", "adaround"), store.require_group("weights", "rtn")
     assert ada.read("block_names").tolist() == ["mm0", "mm3"]
-    assert (ada.read("mse") < rtn.read("mse")).all()
+    against_rtn(ada.read("mse"), rtn.read("mse"), total_at_most=0.99)
     present = ada.read("present")
     assert present[0].all() and present[1, 1].tolist() == [1, 1, 1, 0, 0, 0]
     assert ada.read("q_proj_weight").dtype == np.uint32
@@ -99,7 +100,7 @@ def test_kill_mid_block_then_resume(cached_store, tmp_path, cli):
     ]
     proc = subprocess.Popen([sys.executable, "-m", "taq_adaround", *args])
     done = path / "weights" / "adaround" / "done" / "c"
-    deadline = time.time() + 300
+    deadline = time.time() + HANG_GUARD_S
     while time.time() < deadline and not (done.exists() and any(done.iterdir())):
         time.sleep(0.1)
     time.sleep(1.0)  # well inside the second block

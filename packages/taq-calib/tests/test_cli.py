@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from taq_io import ModelIdentity, Store
+from taq_runtime.testing import HANG_GUARD_S
 
 SMALL = ("--num-images", "2", "--num-steps", "4")
 
@@ -53,7 +54,7 @@ def test_sigkill_then_resume_is_identical_to_uninterrupted(calib_cli, tmp_path):
     killed = tmp_path / "killed.zarr"
     cmd = [sys.executable, "-m", "taq_calib", "--store", str(killed), *args, str(prompts)]
     proc = subprocess.Popen(cmd, env={**os.environ, "TAQ_NO_PROGRESS": "1"})
-    deadline = time.time() + 120
+    deadline = time.time() + HANG_GUARD_S
     while time.time() < deadline:
         done = killed / "calib" / "done" / "c"
         if done.exists() and len(list(done.iterdir())) >= 2:

@@ -25,3 +25,8 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
+
+
+HANG_GUARD_S = 1800
+"""How long a test waits on a child process before giving up: a guard against a hang, never
+a time assertion (on a loaded machine every step may take ten times as long)."""

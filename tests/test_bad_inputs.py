@@ -4,7 +4,12 @@ the store unchanged. One table; a flag a CLI grows must join it (or ACCEPTED, wi
 Placeholders in argv: STORE (a copy of a finished minimal run, shared: no case may change
 it), NEW (a path where nothing exists), FILE (a regular file), BINARY (a file of random
 bytes), LONG (a file holding one 10,000-character prompt), FULL (a .png path that is a link
-to /dev/full, a device that is always out of space).
+to /dev/full, a device that is always out of space), BARE (a zarr group, not a taq store),
+V2 (STORE's root record in a `zarr_format: 2` root), LINKED (a store whose `weights` is a
+link to OUTSIDE, a folder holding someone else's file), LOCKLINK (a store whose lock is a
+link to that file), BLOCKED (a store whose report folder's place holds a file), EXISTING (a
+.safetensors file that exists), DIR (a directory named like a .safetensors file), TOO_LONG
+(a path with a 300-character name). No case may change OUTSIDE either.
 """
 
 import argparse
@@ -38,6 +43,7 @@ CLIS = {
     "taq-model": (model, model_parser),
 }
 LONG_PROMPT = "digit 3 " * 1250
+TOO_LONG = "n" * 300
 OUT = ("--output", "NEW/x.png")
 INFER = ("--store", "STORE", "--prompt", "digit 3", *OUT)
 
@@ -55,6 +61,14 @@ CASES = {
         "taq-calib",
         ["--store", "NEW", "--model", "sd3-medium", "--local-ckpt", "NEW/none.safetensors"],
         "does not exist",
+    ),
+    "taq-calib --store-empty": ("taq-calib", ["--store", ""], "--store is empty"),
+    "taq-calib --store-too-long": ("taq-calib", ["--store", "TOO_LONG"], "too long for the"),
+    "taq-calib --store-zarr-v2": ("taq-calib", ["--store", "V2", "--resume"], "not a zarr v3"),
+    "taq-calib --store-lock-link": (
+        "taq-calib",
+        ["--store", "LOCKLINK", "--resume"],
+        "holds a link leading out of the store: taq-writer.lock",
     ),
     "taq-calib --prompts-binary": ("taq-calib", ["--store", "NEW", "--prompts", "BINARY"], "UTF-8"),
     "taq-calib --prompts-missing": ("taq-calib", ["--store", "NEW", "--prompts", "NEW"], "cannot"),
@@ -88,6 +102,11 @@ CASES = {
         "taq-adaround",
         ["cache", "--store", "STORE", "--blocks", "mm9", "--overwrite"],
         "unknown block",
+    ),
+    "taq-adaround cache --blocks-twice": (
+        "taq-adaround",
+        ["cache", "--store", "STORE", "--blocks", "mm0,mm0", "--overwrite"],
+        "--blocks names mm0 more than once",
     ),
     "taq-adaround cache --num-images": (
         "taq-adaround",
@@ -133,6 +152,11 @@ CASES = {
         "taq-adaround",
         ["optimize", "--store", "STORE", "--blocks", "mm9", "--overwrite"],
         "mm9",
+    ),
+    "taq-adaround optimize --store-linked": (
+        "taq-adaround",
+        ["optimize", "--store", "LINKED", "--overwrite"],
+        "holds a link leading out of the store: weights ->",
     ),
     "taq-adaround optimize --resume": (
         "taq-adaround",
@@ -312,7 +336,7 @@ CASES = {
             ("recipe", "paper", "--recipe 'paper' is unknown"),
             ("avg-bits", "3", "--avg-bits must be in 4..8"),
             ("plan", "static", "--plan static needs a budget: pass --avg-bits B"),
-            ("eval-samples", "0", "--eval-samples must be at least 1"),
+            ("eval-samples", "1", "--eval-samples must be at least 2"),
             ("seed", "-1", "--seed must be"),
             ("model", "sd9", "unknown model preset"),
         ]
@@ -342,6 +366,26 @@ CASES = {
         ["export", "--store", "STORE", "--output", "FILE/m.safetensors"],
         "is a file, not a directory",
     ),
+    "taq export --output-exists": (
+        "taq",
+        ["export", "--store", "STORE", "--output", "EXISTING"],
+        "exists: pass --overwrite to replace it",
+    ),
+    "taq export --output-directory": (
+        "taq",
+        ["export", "--store", "STORE", "--output", "DIR"],
+        "is a directory: pass a .safetensors file path",
+    ),
+    "taq export --output-in-store": (
+        "taq",
+        ["export", "--store", "STORE", "--output", "STORE/weights/m.safetensors"],
+        "is inside the zarr store",
+    ),
+    "taq export --output-too-long": (
+        "taq",
+        ["export", "--store", "STORE", "--output", "NEW/TOO_LONG.safetensors"],
+        "is too long for the file system",
+    ),
     "taq export --weights": (
         "taq",
         ["export", "--store", "STORE", "--output", "NEW/m.safetensors", "--weights", "gptq"],
@@ -359,6 +403,11 @@ CASES = {
     ),
     "taq eval --store": ("taq", ["eval", "--store", "NEW"], "no taq store"),
     "taq eval --eval-samples": ("taq", ["eval", "--store", "STORE", "--eval-samples", "0"], "at l"),
+    "taq eval --store-report-blocked": (
+        "taq",
+        ["eval", "--store", "BLOCKED/run.zarr"],
+        "is a file, not a directory: taq writes its results beside the store",
+    ),
     "taq eval --split": ("taq", ["eval", "--store", "STORE", "--split", "test"], "is unknown"),
     "taq run --eval-split": ("taq", ["run", "--store", "NEW", "--eval-split", "x"], "unknown"),
     "taq report --store": ("taq", ["report", "--store", "NEW"], "no taq store"),
@@ -371,14 +420,21 @@ CASES = {
             ("recipes", "paper", "--recipes 'paper' is unknown"),
             ("iters", "0", "--iters"),
             ("batch-size", "0", "--batch-size"),
-            ("eval-samples", "0", "--eval-samples must be at least 1"),
+            ("eval-samples", "1", "--eval-samples must be at least 2"),
             ("split", "test", "--split 'test' is unknown"),
         ]
     },
+    "taq sweep --weight-bits-unsupported": (
+        "taq",
+        ["sweep", "--store", "STORE", "--weight-bits", "9"],
+        "--weight-bits 9 is not supported",
+    ),
     "taq sweep --store": ("taq", ["sweep", "--store", "NEW"], "no taq store"),
     "taq doctor --store": ("taq", ["doctor", "--store", "NEW"], "no store at"),
     "taq doctor --store-file": ("taq", ["doctor", "--store", "FILE"], "is not a taq store"),
     "taq doctor --store-no-root-record": ("taq", ["doctor", "--store", "BARE"], "not a taq store"),
+    "taq doctor --store-zarr-v2": ("taq", ["doctor", "--store", "V2"], "not a zarr v3 group"),
+    "taq doctor --store-linked": ("taq", ["doctor", "--store", "LINKED"], "leading out of"),
     "taq doctor --verify": ("taq", ["doctor", "--verify"], "--verify checks a store"),
     # taq-model
     "taq-model sample --model": ("taq-model", ["sample", "--model", "sd9", *OUT], "unknown model"),
@@ -417,6 +473,7 @@ ACCEPTED = {
     "taq-infer --allow-stale": "a switch: any value is valid",
     "taq-infer --local-ckpt": "a path read only for the real-weight presets",
     "taq eval --local-ckpt": "a path read only for the real-weight presets",
+    "taq export --overwrite": "a switch: any value is valid",
     "taq-model doctor --json": "a switch: any value is valid",
 }
 
@@ -464,6 +521,21 @@ def places(finished, tmp_path_factory):
     (root / "bare").mkdir()
     (root / "bare" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
     os.symlink("/dev/full", root / "full.png")
+    outside = root / "outside"
+    outside.mkdir()
+    (outside / "notes.txt").write_text("someone else's file\n")
+    for name in ("v2", "linked", "locklink"):
+        (root / name).mkdir()
+        shutil.copy(store / "zarr.json", root / name / "zarr.json")
+    v2 = root / "v2" / "zarr.json"
+    v2.write_text(v2.read_text().replace('"zarr_format": 3', '"zarr_format": 2'))
+    os.symlink(outside, root / "linked" / "weights")
+    os.symlink(outside / "notes.txt", root / "locklink" / LOCK_FILE)
+    (root / "blocked").mkdir()
+    os.symlink(store, root / "blocked" / "run.zarr")
+    (root / "blocked" / "run-report").write_text("a file where the report folder goes\n")
+    (root / "existing.safetensors").write_text("mine\n")
+    (root / "dir.safetensors").mkdir()
     return {
         "STORE": store,
         "FILE": root / "file",
@@ -472,6 +544,14 @@ def places(finished, tmp_path_factory):
         "BARE": root / "bare",
         "FULL": root / "full.png",
         "NEW": root / "new",
+        "V2": root / "v2",
+        "LINKED": root / "linked",
+        "LOCKLINK": root / "locklink",
+        "BLOCKED": root / "blocked",
+        "EXISTING": root / "existing.safetensors",
+        "DIR": root / "dir.safetensors",
+        "OUTSIDE": outside,
+        "TOO_LONG": root / TOO_LONG,
     }
 
 
@@ -486,8 +566,9 @@ def _snapshot(store: Path) -> dict:
 def _expand(arg: str, places: dict) -> str:
     for key in sorted(places, key=len, reverse=True):
         if arg == key or arg.startswith(key + "/"):
-            return str(places[key]) + arg[len(key) :]
-    return arg
+            arg = str(places[key]) + arg[len(key) :]
+            break
+    return arg.replace("TOO_LONG", TOO_LONG)
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
@@ -495,7 +576,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, places, capsys, 
     monkeypatch.setenv("TAQ_NO_PROGRESS", "1")
     cli, argv, message = CASES[case]
     main = CLIS[cli][0]
-    before = _snapshot(places["STORE"])
+    before = _snapshot(places["STORE"]), _snapshot(places["OUTSIDE"])
     try:
         code = main([_expand(a, places) for a in argv])
     except SystemExit as exit_:  # argparse
@@ -505,5 +586,5 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, places, capsys, 
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert code == 2 and message in lines[0], lines[0]
     assert len(lines[0]) < 600, "the error echoes too much"
-    assert _snapshot(places["STORE"]) == before
+    assert (_snapshot(places["STORE"]), _snapshot(places["OUTSIDE"])) == before
     assert not places["NEW"].exists() or not any(places["NEW"].iterdir())

@@ -13,6 +13,7 @@ from PIL import Image
 
 from taq_pipeline.sweep import SweepConfig, point_intervals
 from taq_pipeline.testing import ENV, taq
+from taq_runtime.testing import HANG_GUARD_S
 
 TINY = ("--weight-bits", "2", "--avg-bits", "8,4", "--plans", "time-aware,static",
         "--recipes", "taq-dit", "--eval-samples", "2", "--iters", "5")  # fmt: skip
@@ -25,7 +26,7 @@ def test_sweep_resumes_after_a_kill(store_copy):
     record_path = out_dir / "sweep.json"
     cmd = [sys.executable, "-m", "taq_pipeline", "sweep", "--store", str(store_copy), *TINY]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
+    deadline = time.time() + HANG_GUARD_S
     before = {}
     while time.time() < deadline and proc.poll() is None:
         if record_path.exists():
@@ -82,7 +83,8 @@ def test_bad_sweep_flags_are_one_line(tmp_path):
     assert len(lines) == 1 and "--plans 'dynamic' is unknown" in lines[0], lines
     for fields, message in (
         ({"avg_bits": (3.0,)}, "--avg-bits must be in 4..8"),
-        ({"weight_bits": (7,)}, "--bits-w 7 is not supported"),
+        ({"weight_bits": (7,)}, "--weight-bits 7 is not supported"),
+        ({"eval_samples": 1}, "--eval-samples must be at least 2"),
         ({"recipes": ("paper",)}, "--recipes 'paper' is unknown"),
     ):
         with pytest.raises(ValueError, match=message):

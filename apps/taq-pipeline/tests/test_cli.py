@@ -17,10 +17,11 @@ def test_doctor_reports_environment_and_store_health(tmp_path):
 
 
 def test_run_refuses_impossible_flags(tmp_path):
-    for flag in ("--num-images", "--eval-samples", "--num-steps"):
+    for flag, least in (("--num-images", 1), ("--eval-samples", 2), ("--num-steps", 1)):
         out = taq("run", "--store", tmp_path / "s.zarr", flag, "0")
         assert out.returncode == 2, flag
-        assert len(out.stderr.strip().splitlines()) == 1 and "must be at least 1" in out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"{flag} must be at least {least}" in lines[0], lines
 
 
 def test_report_and_eval_refuse_a_store_without_their_inputs(tmp_path):

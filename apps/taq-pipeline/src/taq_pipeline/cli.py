@@ -31,7 +31,7 @@ from taq_pipeline.groups import identity
 from taq_pipeline.intervals import Interval, evaluation_intervals
 from taq_pipeline.pipeline import RunConfig, report_dir, run_stages
 from taq_pipeline.report import NOTE, write_report
-from taq_pipeline.seeds import SPLITS, seed_split
+from taq_pipeline.seeds import SPLITS, check_eval_samples, seed_split
 from taq_pipeline.sweep import SweepConfig, run_sweep, sweep_dir
 from taq_run.calib import calib_config_of, require_calib
 from taq_run.quant_config import RECIPE_DEFAULTS, RECIPES
@@ -135,6 +135,18 @@ def _eval_config(store: Store, samples: int, split: str, local_ckpt: str | None)
     )
 
 
+def _writable_outputs(folder: Path) -> Path:
+    """`folder` (the report or sweep folder beside a store), checked writable before any
+    work: a read-only store directory is refused in one line, as the stage commands do."""
+    try:
+        return writable_dir(folder, "the output folder")
+    except UsageError as err:
+        raise UsageError(
+            f"{err.args[0].split(':')[0]}: taq writes its results beside the store; make that "
+            "directory writable, or copy the store where you can write"
+        ) from None
+
+
 def _evaluate_and_report(store: Store, config: EvalConfig, run_config: dict, log=print) -> Path:
     out = report_dir(store.path)
     print("== evaluate (packed W4 weights are real; activation quantization is simulated)")
@@ -154,6 +166,7 @@ def _evaluate_and_report(store: Store, config: EvalConfig, run_config: dict, log
 
 def _run(args: argparse.Namespace) -> int:
     config = _config(args)
+    _writable_outputs(report_dir(config.store))
     start = time.perf_counter()
     store, handle, timings = run_stages(config, log=lambda line: print(ranks.tag() + line))
     if ranks.rank() > 0:  # rank 0 alone evaluates and reports
@@ -172,11 +185,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    if args.eval_samples < 1:
-        raise UsageError("--eval-samples must be at least 1")
+    try:
+        check_eval_samples(args.eval_samples)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if args.split not in SPLITS:
         raise UsageError(f"--split {args.split!r} is unknown: pick one of {', '.join(SPLITS)}")
     store, _ = open_run(args.store, mode="r", local_ckpt=args.local_ckpt)
+    _writable_outputs(report_dir(store.path))
     config = _eval_config(store, args.eval_samples, args.split, args.local_ckpt)
     results = evaluate(store, config, report_dir(store.path) / EVAL_FILE)
     record = load_eval(report_dir(store.path) / EVAL_FILE)
@@ -200,7 +216,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     store = Store.open(args.store, mode="r")
-    out = report_dir(store.path)
+    out = _writable_outputs(report_dir(store.path))
     results = read_results(out / EVAL_FILE)
     if results is None:
         raise UsageError(f"no finished evaluation in {out}: run `taq eval --store {args.store}`")
@@ -303,6 +319,7 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
+    _writable_outputs(sweep_dir(args.store))
     start = time.perf_counter()
     print(f"== sweep into {sweep_dir(args.store)} (activation quantization is simulated)")
     run_sweep(args.store, config)

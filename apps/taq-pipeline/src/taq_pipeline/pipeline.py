@@ -27,6 +27,7 @@ from taq_calib.cli import read_prompts
 from taq_io import COMPLETE, MISSING, PARTIAL, STALE, Store, StoreError, local_parent, store_stem
 from taq_model.presets import ModelHandle, ModelOptions, load_preset
 from taq_model.taxonomy import block_names
+from taq_pipeline.seeds import check_eval_samples
 from taq_run import writers
 from taq_run.quant_config import AnalyzeConfig, TierRule, analyze_config
 from taq_run.runs import model_identity, refuse_other_model
@@ -84,8 +85,9 @@ class RunConfig:
         """Check every stage's flags (each stage config checks its own) and the prompts file
         before the first stage starts: a bad flag of the last stage costs no work. Raises
         ValueError / UsageError with one line."""
-        names = ("num_images", "num_steps", "eval_samples", "cache_stride")
+        names = ("num_images", "num_steps", "cache_stride")
         at_least(1, **{name: getattr(self, name) for name in names})
+        check_eval_samples(self.eval_samples)
         if self.num_steps is not None and self.cache_stride > self.num_steps:
             raise ValueError(f"--cache-stride must be at most --num-steps ({self.num_steps})")
         prompts = read_prompts(Path(self.prompts)) if self.prompts else ("placeholder",)

@@ -18,6 +18,18 @@ from dataclasses import dataclass
 
 SPLITS = ("heldout", "tuning")
 CALIBRATION_START, TUNING_START, HELDOUT_START = 0, 1000, 50000
+MIN_EVAL_SAMPLES = 2
+"""A Fréchet distance fits a covariance and an interval a spread: one sample has neither."""
+
+
+def check_eval_samples(count: int) -> None:
+    """Refuse (ValueError naming the flag) fewer evaluation samples than an evaluation needs:
+    checked with the other flags, before any stage runs."""
+    if count < MIN_EVAL_SAMPLES:
+        raise ValueError(
+            f"--eval-samples must be at least {MIN_EVAL_SAMPLES} (a Fréchet distance and an "
+            f"interval need two samples), got {count}"
+        )
 
 
 @dataclass(frozen=True)

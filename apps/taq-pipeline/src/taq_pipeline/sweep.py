@@ -48,8 +48,9 @@ from taq_pipeline.intervals import (  # noqa: E402
     percentile_interval,
     psnr_interval,
 )
-from taq_pipeline.seeds import SPLITS, seed_split  # noqa: E402
+from taq_pipeline.seeds import SPLITS, check_eval_samples, seed_split  # noqa: E402
 from taq_pipeline.tasks import LABELS, mean_of_given, task_metrics, task_scores  # noqa: E402
+from taq_quant import check_exportable  # noqa: E402
 from taq_run.calib import calib_config_of, require_calib  # noqa: E402
 from taq_run.quant_config import PLANS, RECIPES, AnalyzeConfig, require_quant_config  # noqa: E402
 from taq_run.weights import adaround_config_of, require_weights  # noqa: E402
@@ -91,9 +92,9 @@ class SweepConfig:
         for bits in self.avg_bits:
             AnalyzeConfig(avg_bits=bits)  # refuses budgets outside 4..8
         for bits in self.weight_bits:
+            check_exportable(bits, AdaRoundConfig.group_size, bits_flag="--weight-bits")
             AdaRoundConfig(iters=self.iters, batch_size=self.batch_size, bits_w=bits)
-        if self.eval_samples < 1:
-            raise ValueError("--eval-samples must be at least 1")
+        check_eval_samples(self.eval_samples)
         if self.split not in SPLITS:
             raise ValueError(f"--split {self.split!r} is unknown: pick one of {', '.join(SPLITS)}")
         for name in ("weight_bits", "avg_bits", "plans", "recipes"):

@@ -26,13 +26,14 @@ MLX_BITS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8)
 WORD_BITS = 32
 
 
-def check_exportable(bits: int, group_size: int) -> None:
-    """Refuse (ValueError naming the flags) a weight grid MLX's QuantizedLinear cannot hold:
-    what every stage checks on its flags before it starts."""
+def check_exportable(bits: int, group_size: int, bits_flag: str = "--bits-w") -> None:
+    """Refuse (ValueError naming the flags; `bits_flag`: the flag that gave `bits`) a weight
+    grid MLX's QuantizedLinear cannot hold: what every stage checks on its flags before it
+    starts."""
     supported = [b for b in MLX_BITS if b >= MIN_BITS]
     if bits not in supported:
         raise ValueError(
-            f"--bits-w {bits} is not supported: MLX's QuantizedLinear stores "
+            f"{bits_flag} {bits} is not supported: MLX's QuantizedLinear stores "
             f"{', '.join(map(str, supported))} bits"
         )
     if group_size < MLX_GROUP_SIZES[-1] or group_size % MLX_GROUP_SIZES[-1]:

@@ -74,6 +74,14 @@ def run_cli(main: Callable[[], int | None], user_errors: Iterable[type[BaseExcep
         _exit_now_if_launched()
         return EXIT_USAGE
     except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:
+            longest = max(Path(str(err.filename or "")).parts, key=len, default="")
+            print(
+                f"error: a path is too long for the file system ({len(longest)} characters in "
+                f"one of its names, {str(err.filename)[:40]}...): pass a shorter path",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         where = f" writing {err.filename}" if err.filename else ""

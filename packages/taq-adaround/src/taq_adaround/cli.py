@@ -18,7 +18,12 @@ from taq_runtime.cli import UsageError, command_parser, config_from_flags, run_c
 
 
 def _blocks(text: str | None) -> tuple[str, ...] | None:
-    return tuple(b.strip() for b in text.split(",") if b.strip()) if text else None
+    """`--blocks mm0,mm1`; a block named twice is refused (it would be hooked twice)."""
+    blocks = tuple(b.strip() for b in text.split(",") if b.strip()) if text else None
+    twice = sorted({b for b in blocks or () if blocks.count(b) > 1})
+    if twice:
+        raise UsageError(f"--blocks names {', '.join(twice)} more than once: name each block once")
+    return blocks
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -65,6 +70,7 @@ def _config(args: argparse.Namespace) -> CacheConfig | AdaRoundConfig:
     """The command's config, built (and so checked) before the store is opened."""
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: pick one")
+    _blocks(args.blocks)  # both commands' --blocks, checked before the store is opened
     try:
         if args.command == "cache":
             return CacheConfig(args.num_images, args.stride, _blocks(args.blocks))

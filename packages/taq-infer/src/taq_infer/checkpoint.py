@@ -197,6 +197,15 @@ def check_output(config: ExportConfig) -> None:
             raise CheckpointError(
                 f"{path} exists: pass --overwrite to replace it, or another --output"
             )
+    existing = next(p for p in (output.parent, *output.parent.parents) if p.exists())
+    limit = os.pathconf(existing, "PC_NAME_MAX")
+    written = (output, plan_path_of(output))  # each also as its partial file, longer
+    longest = max((f".{p.stem}.partial.safetensors" for p in written), key=len)
+    if len(longest.encode()) > limit:
+        raise CheckpointError(
+            f"--output {output.name[:40]}... is too long for the file system (its partial file's "
+            f"name is {len(longest.encode())} bytes, at most {limit}): pass a shorter --output"
+        )
     for parent in output.resolve().parents:
         if (parent / "zarr.json").is_file():
             raise CheckpointError(

@@ -149,6 +149,42 @@ def test_one_writer_per_store_on_s3(s3_env, tmp_path, capsys):
     fs.rm(f"{BUCKET}/locked.zarr", recursive=True)
 
 
+def test_two_writers_on_one_s3_store_at_once(s3_env, tmp_path, capsys):
+    """A writer (another process) holds the lock object of a new store while a second starts:
+    the second is refused in one line naming the first, and the first finishes a store that
+    verifies."""
+    url = f"s3://{BUCKET}/two.zarr"
+    fs = bucket_fs(s3_env)
+    calib = ["--store", url, "--num-images", "2", "--num-steps", "20"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "taq_calib", *calib],
+        env={**ENV, **s3_env},
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lock = f"{BUCKET}/two.zarr/{LOCK_FILE}"
+    deadline = time.time() + HANG_GUARD_S
+    while time.time() < deadline and first.poll() is None:
+        fs.invalidate_cache()
+        try:
+            if json.loads(fs.cat_file(lock)).get("pid") == first.pid:
+                break
+        except (FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.1)
+    try:
+        assert calib_main(calib) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert f"error: {url} is being written by pid {first.pid}" in line, line
+    finally:
+        assert first.wait(timeout=HANG_GUARD_S) == 0, first.stderr.read()
+    Store.open(url).require_group("calib", verify=True)
+    assert not fs.exists(lock)
+    fs.rm(f"{BUCKET}/two.zarr", recursive=True)
+
+
 def load_model_identity():
     from taq_model.presets import load_preset
 

@@ -21,7 +21,7 @@ from taq_calib.cli import main as calib
 from taq_infer.cli import main as infer
 from taq_io.lock import LOCK_FILE
 from taq_pipeline.cli import main as taq
-from taq_pipeline.testing import ENV
+from taq_pipeline.testing import ENV, MINIMAL
 from taq_runtime.testing import HANG_GUARD_S
 
 LATENTS_CHUNK = "calib/latents/c/1/0/0/0/0"  # image 1's only chunk
@@ -154,6 +154,24 @@ def test_second_writer_is_refused_and_the_store_stays_intact(store_copy, capsys)
     code, out, _ = call(capsys, taq, "doctor", "--store", store_copy, "--verify")
     assert code == 0 and "verify: every chunk reads" in out
     assert "calib: complete 2/2 images" in out
+
+
+def test_two_taq_runs_on_one_store_one_is_refused(tmp_path, capsys):
+    """A second `taq run` on a store a first one is writing is refused in one line naming
+    the first, before it writes anything."""
+    store = tmp_path / "run.zarr"
+    cmd = [sys.executable, "-m", "taq_pipeline", "run", "--store", str(store), *MINIMAL]
+    first = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        holder = _wait_for_holder(store, first)
+        code, out, err = call(capsys, taq, "run", "--store", store, *MINIMAL)
+        line = one_line(err)
+        assert code == 2 and f"pid {holder['pid']}" in line and "taq_pipeline run" in line, line
+        assert "==" not in out  # no stage started
+        assert json.loads((store / LOCK_FILE).read_text())["pid"] == first.pid
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
 
 
 def test_lock_of_a_killed_writer_is_taken_over(store_copy, capsys):

@@ -61,7 +61,7 @@ def _scale(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict(), indent=2))
         return 0
     print(
-        f"taq-bench scale: tiny-digits, 1 rank vs {args.ranks} ranks (mlx.launch, ring backend "
+        f"taq-bench scale: tiny-digits, 1 rank vs {args.ranks} ranks (taq launch, ring backend "
         f"over loopback) on {os.cpu_count()} CPU cores ({scale.blas_threads(args.ranks)} BLAS "
         f"thread(s) per rank); {args.images} images x {args.steps} steps; stage time = the "
         "slowest rank's"

@@ -25,7 +25,13 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from taq_adaround.layers import AdaRoundLinear, install_adaround, restore_linears
-from taq_model.blocks import restore_modulation, run_block, saved_modulation
+from taq_model.blocks import (
+    MODULATION_KEY,
+    install_modulation,
+    restore_modulation,
+    run_block,
+    saved_modulation,
+)
 from taq_model.taxonomy import LayerRef, block_layers, block_streams, get_block
 from taq_quant import RoundingSchedule, rounding_regularizer
 from taq_run.weights import AdaRoundConfig
@@ -69,6 +75,13 @@ class BlockResult:
     rtn_mse: float
     seconds: float
     losses: list[float]
+
+
+def _set_modulation(block: nn.Module, streams: dict, batch: tuple[mx.array, ...]) -> None:
+    """Place a `BlockData.batch`'s modulation where `run_block` puts it, with its shape."""
+    modulation = batch[4 : 4 + len(streams)]
+    shaped = {s: m[:, None, None, :] for s, m in zip(streams, modulation, strict=True)}
+    install_modulation(block, MODULATION_KEY, shaped)
 
 
 def _forward(block: nn.Module, streams: dict, batch: tuple[mx.array, ...]):
@@ -165,6 +178,11 @@ def make_train_step(block, streams, layers, config: AdaRoundConfig, compile_step
     schedule = optim.cosine_decay(config.lr_act, config.iters)
     opt_v = optim.Adam(learning_rate=config.lr, bias_correction=config.bias_correction)
     opt_act = optim.Adam(learning_rate=schedule, bias_correction=config.bias_correction)
+    # Adam makes its state on its first update: made here instead, the compiled step sees
+    # the same state tree on every call and is traced once, not twice.
+    trainable = block.trainable_parameters()
+    opt_v.init(_split(trainable, "v"))
+    opt_act.init(_split(trainable, "act_scale"))
     state = [block.state, opt_v.state, opt_act.state]
 
     def make_step(regularized: bool):
@@ -198,10 +216,13 @@ def train_rounding(
     block, streams, layers, data, config, rng, compile_step=True, show_progress=True, name=""
 ) -> list[float]:
     schedule = RoundingSchedule(config.iters, config.warmup, config.beta_start, config.beta_end)
-    step_fn, state = make_train_step(block, streams, layers, config, compile_step)
     batch_size = min(config.batch_size, len(data))
-    losses: list[float] = []
     next_batch = data.batch(rng.randint(0, len(data), batch_size))
+    # The modulation is part of the block's state, an input of the compiled step: with the
+    # batch's shape from the start, the step is traced once rather than again after step 1.
+    _set_modulation(block, streams, next_batch)
+    step_fn, state = make_train_step(block, streams, layers, config, compile_step)
+    losses: list[float] = []
     bar = progress(config.iters, f"adaround {name}", unit="it") if show_progress else None
     for it in range(config.iters):
         batch = next_batch

@@ -76,6 +76,19 @@ def test_regularizer_sums_over_weights():
     assert rounding_regularizer(mx.zeros((3, 4)), 2.0).item() == pytest.approx(12.0)
 
 
+@pytest.mark.parametrize("beta", [2.0, 7.3, 20.0])
+def test_regularizer_gradient_is_that_of_the_plain_power(beta):
+    """The custom gradient (reusing the power) equals autodiff through `mx.power`."""
+    v = 3.0 * mx.random.normal((64, 64), key=mx.random.key(5))
+    v[0, 0] = 0.0  # h = 0.5 exactly: the base of the power is 0
+
+    def plain(v):
+        return mx.sum(1.0 - mx.power(mx.abs(2.0 * rectified_sigmoid(v) - 1.0), beta))
+
+    reused = mx.grad(mx.compile(lambda v: rounding_regularizer(v, beta)))(v)
+    assert mx.allclose(reused, mx.grad(plain)(v), rtol=1e-5, atol=1e-6).item()
+
+
 def test_schedule_values():
     schedule = RoundingSchedule(total_steps=1000)
     assert schedule.beta(0) == 20.0 and not schedule.regularizer_on(0)

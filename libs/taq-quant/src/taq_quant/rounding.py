@@ -71,9 +71,26 @@ def hard_quantize(w: mx.array, v: mx.array, grid: QuantGrid) -> mx.array:
     return dequantize_codes(hard_codes(w, v, grid), grid)
 
 
-def rounding_regularizer(v: mx.array, beta: float) -> mx.array:
-    """`sum(1 - |2 h(V) - 1|^beta)`: zero when every `h` is 0 or 1, largest at `h = 0.5`."""
-    return mx.sum(1.0 - mx.power(mx.abs(2.0 * rectified_sigmoid(v) - 1.0), beta))
+@mx.custom_function
+def _power(base: mx.array, exponent: mx.array) -> mx.array:
+    return mx.power(base, exponent)
+
+
+@_power.vjp
+def _power_vjp(primals, cotangent, output):
+    """`exponent * base^(exponent - 1)` from the power the forward pass computed (`output /
+    base`), not a second `pow`: the power is the regulariser's costliest operation."""
+    base, exponent = primals
+    slope = mx.where(base > 0, exponent * output / base, 0.0)
+    return cotangent * slope, mx.zeros_like(exponent)
+
+
+def rounding_regularizer(v: mx.array, beta: float | mx.array) -> mx.array:
+    """`sum(1 - |2 h(V) - 1|^beta)`: zero when every `h` is 0 or 1, largest at `h = 0.5`.
+
+    Its gradient in `v` reuses the power (for `beta > 1`, where the slope at 0 is 0)."""
+    base = mx.abs(2.0 * rectified_sigmoid(v) - 1.0)
+    return mx.sum(1.0 - _power(base, mx.array(beta, dtype=mx.float32)))
 
 
 @dataclass(frozen=True)

@@ -193,3 +193,13 @@ def test_ranks_with_other_flags_are_refused_on_every_rank(tmp_path):
         assert "launch every rank with the same flags" in line
     assert out.returncode == 2 and "taq launch: rank" in out.stderr, out.stderr
     assert not store.exists()
+
+
+def test_ranks_with_other_blas_thread_counts_are_refused(tmp_path):
+    store = tmp_path / "run.zarr"
+    script = 'OPENBLAS_NUM_THREADS=$((MLX_RANK + 1)) exec "$0" --store "$1" --num-images 1'
+    out = launch("sh", "-c", script, console("taq-calib"), store)
+    assert out.returncode == 2, out.stderr
+    assert "error: ranks disagree on the BLAS thread count" in out.stderr, out.stderr
+    assert "set the same OPENBLAS_NUM_THREADS on every rank" in out.stderr
+    assert not store.exists()

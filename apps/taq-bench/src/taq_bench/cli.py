@@ -62,7 +62,7 @@ def _scale(args: argparse.Namespace) -> int:
         return 0
     print(
         f"taq-bench scale: tiny-digits, 1 rank vs {args.ranks} ranks (taq launch, ring backend "
-        f"over loopback) on {os.cpu_count()} CPU cores ({scale.blas_threads(args.ranks)} BLAS "
+        f"over loopback) on {os.cpu_count()} CPU cores ({blas_info().threads} BLAS "
         f"thread(s) per rank); {args.images} images x {args.steps} steps; stage time = the "
         "slowest rank's"
     )
@@ -121,6 +121,7 @@ def _show(results: dict, as_json: bool) -> int:
             f"{'AdaRound it/s tiny (compiled/eager)':<34}{a['compiled_its']:>14.2f}"
             f"{a['eager_its']:>14.2f}{a['ratio']:>8.2f}x"
         )
+
     if "infer" in results:
         i = results["infer"]
         print(

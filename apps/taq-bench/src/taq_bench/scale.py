@@ -7,8 +7,8 @@ ranks). A stage's time is the slowest rank's own (what the command prints: from 
 open to its commit, so process start-up and model build are left out); the end-to-end wall
 of each command, start-up included, is reported beside it, and its CPU time (user + system
 of the command and every process it started, launcher included): on a machine other jobs
-share, wall times move with their load and CPU times much less. One rank uses every core for
-BLAS; N ranks get cores / N BLAS threads each (`blas_threads`).
+share, wall times move with their load and CPU times much less. Every rank runs taq's
+default of one BLAS thread.
 """
 
 from __future__ import annotations
@@ -39,18 +39,11 @@ class Timing:
     cpu_seconds: float  # user + system of the command and every process it started
 
 
-def blas_threads(ranks: int) -> int:
-    """BLAS threads per rank: the cores shared out (OpenBLAS takes them all by default, and
-    ranks whose threads outnumber the cores spin against each other)."""
-    return max(1, (os.cpu_count() or 1) // ranks)
-
-
 def _run(ranks: int, command: list[str]) -> Timing:
-    env = {**ENV, "OPENBLAS_NUM_THREADS": str(blas_threads(ranks))}
     argv = command if ranks == 1 else [_script("taq"), "launch", "-n", str(ranks), "--", *command]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        process = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=env)
+        process = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=ENV)
         _, status, usage = os.wait4(process.pid, 0)  # usage: the launcher and its ranks
         wall = time.perf_counter() - start
         process.returncode = os.waitstatus_to_exitcode(status)

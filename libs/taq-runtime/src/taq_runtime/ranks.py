@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import mlx.core as mx
 
+from taq_runtime.blas import blas_info
 from taq_runtime.cli import UsageError
 
 T = TypeVar("T")
@@ -184,7 +185,8 @@ def agree(what: str, value: str, fix: str) -> None:
 
 def check_launch(argv: Sequence[str] | None = None) -> None:
     """At a launched command's start: every rank runs the same code with the same command
-    line (the run config), else every rank exits 2 naming what differs."""
+    line (the run config) and BLAS thread count, else every rank exits 2 naming what
+    differs."""
     if size() == 1:
         return
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -194,3 +196,8 @@ def check_launch(argv: Sequence[str] | None = None) -> None:
         "install the same taq and MLX on every machine (the hash covers every taq module)",
     )
     agree("command line", " ".join(argv), "launch every rank with the same flags")
+    agree(
+        "BLAS thread count",
+        f"OPENBLAS_NUM_THREADS={blas_info().threads}",
+        "set the same OPENBLAS_NUM_THREADS on every rank (a GEMM's result can depend on it)",
+    )

@@ -121,7 +121,10 @@ def _show(results: dict, as_json: bool) -> int:
             f"{'AdaRound it/s tiny (compiled/eager)':<34}{a['compiled_its']:>14.2f}"
             f"{a['eager_its']:>14.2f}{a['ratio']:>8.2f}x"
         )
-
+        print(
+            f"{'AdaRound step CPU ms vs fwd+bwd':<34}{a['step_cpu_ms']:>14.1f}"
+            f"{a['plain_cpu_ms']:>14.1f}{a['cpu_ratio']:>8.2f}x"
+        )
     if "infer" in results:
         i = results["infer"]
         print(
@@ -143,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taq-bench", description=__doc__)
     add_version_flag(parser, "taq-bench")
     sub = parser.add_subparsers(dest="command", required=True)
-    ada = sub.add_parser("adaround", help="train-step throughput, compiled vs eager")
+    ada = sub.add_parser(
+        "adaround", help="train-step throughput (compiled vs eager) and CPU vs a plain fwd+bwd"
+    )
     ada.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
     ada.add_argument("--json", action="store_true")
     ada.set_defaults(func=_adaround)

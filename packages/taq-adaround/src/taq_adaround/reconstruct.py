@@ -106,6 +106,12 @@ def _per_sample_sum(diff: mx.array) -> mx.array:
     return mx.square(diff).sum(axis=(1, 2)).mean()
 
 
+def reconstruction_loss(block, streams, batch: tuple[mx.array, ...]) -> mx.array:
+    """The training objective without the regulariser: the squared error of the block's
+    outputs against the cached ones, summed per sample, averaged over the batch."""
+    return _reconstruction(block, streams, batch, _per_sample_sum)
+
+
 def _mean(diff: mx.array) -> mx.array:
     return mx.square(diff).mean()
 
@@ -190,7 +196,7 @@ def make_train_step(block, streams, layers, config: AdaRoundConfig, compile_step
 
     def make_step(regularized: bool):
         def loss_fn(model, batch, beta, reg_weight):
-            rec = _reconstruction(model, streams, batch, _per_sample_sum)
+            rec = reconstruction_loss(model, streams, batch)
             if not regularized:
                 return rec, rec
             reg = sum(rounding_regularizer(layer.v, beta) for layer in layers.values())

@@ -1,6 +1,7 @@
-"""Every sharded stage under `mlx.launch` (2 ranks, ring backend over loopback) writes what
-one process writes, a rank killed mid-optimize resumes to the same weights, and ranks that
-disagree are refused on every rank. Each launch costs two process start-ups: few launches."""
+"""Every sharded stage under `taq launch -n 2` (ring backend over loopback) writes what one
+process writes while the launcher itself stays idle, a rank killed mid-optimize fails the
+launch and resumes to the same weights, and ranks that disagree are refused on every rank.
+Each launch costs two process start-ups: few launches."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import zarr
 from taq_actstats.cli import main as actstats
 from taq_adaround.cli import main as adaround
 from taq_calib.cli import main as calib
-from taq_runtime.ranks import local_launch
 from taq_runtime.testing import HANG_GUARD_S
 
 COMMANDS = {"calib": calib, "adaround": adaround, "actstats": actstats}
@@ -60,15 +60,28 @@ def run_chain(store: Path, steps) -> None:
         assert code == 0, (name, args)
 
 
-def launch(*command: object, **kwargs) -> subprocess.CompletedProcess:
-    argv = local_launch(2, [str(c) for c in command])
-    return subprocess.run(
-        argv, capture_output=True, text=True, env=ENV, timeout=HANG_GUARD_S, **kwargs
-    )
-
-
 def console(name: str) -> Path:
     return Path(sys.executable).parent / name
+
+
+def local_launch(*command: object) -> list[str]:
+    return [str(console("taq")), "launch", "-n", "2", "--", *(str(c) for c in command)]
+
+
+def launch(*command: object) -> subprocess.CompletedProcess:
+    argv = local_launch(*command)
+    return subprocess.run(argv, capture_output=True, text=True, env=ENV, timeout=HANG_GUARD_S)
+
+
+def own_cpu_share(launcher: subprocess.Popen, started: float) -> float:
+    """The launcher's own CPU time (user + system, its ranks' excluded) over its life, as a
+    share of one core: read from the kernel's accounting once it has exited, before reaping."""
+    os.waitid(os.P_PID, launcher.pid, os.WEXITED | os.WNOWAIT)
+    life = time.monotonic() - started
+    fields = (Path("/proc") / str(launcher.pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    launcher.wait()
+    return ticks / os.sysconf("SC_CLK_TCK") / life
 
 
 def contents(store: Path, under: str = "") -> tuple[dict, dict]:
@@ -106,10 +119,16 @@ def test_two_ranks_write_what_one_rank_writes(one_rank, tmp_path):
     store = tmp_path / "run.zarr"
     driver = tmp_path / "chain.py"
     driver.write_text(DRIVER)
-    out = launch(sys.executable, driver, store, json.dumps(CHAIN))
-    assert "exited with code" not in out.stderr and "killed" not in out.stderr, out.stderr
-    assert "rank 0/2: calib: wrote 2 image(s)" in out.stdout, out.stdout
-    assert "rank 1/2: calib: wrote 1 image(s)" in out.stdout, out.stdout
+    started = time.monotonic()
+    with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
+        command = local_launch(sys.executable, driver, store, json.dumps(CHAIN))
+        launcher = subprocess.Popen(command, env=ENV, stdout=out, stderr=err)
+        share = own_cpu_share(launcher, started)
+    stdout, stderr = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+    assert launcher.returncode == 0, stderr
+    assert "rank 0/2: calib: wrote 2 image(s)" in stdout, stdout
+    assert "rank 1/2: calib: wrote 1 image(s)" in stdout, stdout
+    assert share < 0.05, f"the launcher used {share:.1%} of a core"
     # calib, blockio, weights, actstats and quant_config, bit for bit
     assert_same(store, one_rank)
 
@@ -133,9 +152,9 @@ def test_rank_killed_mid_optimize_resumes_to_the_same_weights(one_rank, tmp_path
     shutil.copytree(one_rank, store)
     for group in ("weights", "quant_config"):
         shutil.rmtree(store / group)
-    command = local_launch(2, [str(console("taq-adaround")), *OPTIMIZE, "--store", str(store)])
+    command = local_launch(console("taq-adaround"), *OPTIMIZE, "--store", store)
     launcher = subprocess.Popen(
-        command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     done_file = store / "weights" / "adaround"
     deadline = time.time() + HANG_GUARD_S
@@ -145,15 +164,18 @@ def test_rank_killed_mid_optimize_resumes_to_the_same_weights(one_rank, tmp_path
         if (done_file / "done" / "zarr.json").exists():
             done = zarr.open_array(done_file / "done", mode="r")[...]
     pid = _rank_pid(store, 1)
-    assert pid is not None and launcher.poll() is None, "the launch ended before the kill"
+    if pid is None or launcher.poll() is not None:
+        pytest.fail(f"the launch ended before the kill: {launcher.communicate()[1]}")
     os.kill(pid, signal.SIGKILL)
-    launcher.wait(timeout=HANG_GUARD_S)  # mlx.launch stops the other rank
+    _, stderr = launcher.communicate(timeout=HANG_GUARD_S)  # the launcher stops the other rank
+    assert launcher.returncode == 128 + signal.SIGKILL, stderr
+    assert "taq launch: rank 1 was killed by SIGKILL; stopping the other ranks" in stderr
     done = zarr.open_array(done_file / "done", mode="r")[...]
     assert done.any() and not done.all(), done
     resumed = launch(
         console("taq-adaround"), OPTIMIZE[0], "--store", store, *OPTIMIZE[1:], "--resume"
     )
-    assert "exited with code" not in resumed.stderr, resumed.stderr
+    assert resumed.returncode == 0, resumed.stderr
     redone = set(re.findall(r"rank \d/2: (mm\d) ", resumed.stdout))
     assert redone == {f"mm{i}" for i in np.flatnonzero(~done)}, resumed.stdout
     assert_same(store, one_rank, "weights")
@@ -170,5 +192,15 @@ def test_ranks_with_other_flags_are_refused_on_every_rank(tmp_path):
         assert "error: ranks disagree on the command line" in line, line
         assert f"has `--seed {rank}`, rank {1 - rank} has `--seed {1 - rank}`" in line, line
         assert "launch every rank with the same flags" in line
-        assert f"Node with rank {rank} exited with code 2" in out.stdout + out.stderr
+    assert out.returncode == 2 and "taq launch: rank" in out.stderr, out.stderr
+    assert not store.exists()
+
+
+def test_ranks_with_other_blas_thread_counts_are_refused(tmp_path):
+    store = tmp_path / "run.zarr"
+    script = 'OPENBLAS_NUM_THREADS=$((MLX_RANK + 1)) exec "$0" --store "$1" --num-images 1'
+    out = launch("sh", "-c", script, console("taq-calib"), store)
+    assert out.returncode == 2, out.stderr
+    assert "error: ranks disagree on the BLAS thread count" in out.stderr, out.stderr
+    assert "set the same OPENBLAS_NUM_THREADS on every rank" in out.stderr
     assert not store.exists()

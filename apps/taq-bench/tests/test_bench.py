@@ -15,6 +15,8 @@ def test_adaround_bench_prints_ratio_json():
     (row,) = json.loads(out.stdout)
     assert row["shape"] == "tiny-digits" and row["eager_its"] > 0 and row["compiled_its"] > 0
     assert abs(row["ratio"] - row["compiled_its"] / row["eager_its"]) < 1e-9
+    assert row["step_cpu_ms"] > 0 and row["plain_cpu_ms"] > 0
+    assert abs(row["cpu_ratio"] - row["step_cpu_ms"] / row["plain_cpu_ms"]) < 1e-9
 
 
 def test_infer_bench_is_registered():

@@ -6,6 +6,7 @@ import pytest
 from taq_quant import (
     RoundingSchedule,
     WeightQuantConfig,
+    floor_codes,
     hard_codes,
     hard_quantize,
     init_rounding_logits,
@@ -30,7 +31,7 @@ def test_init_makes_soft_weight_equal_float_weight(weight):
     v = init_rounding_logits(weight, grid)
     codes = from_groups(scaled_weight(weight, grid))
     assert mx.allclose(rectified_sigmoid(v), codes - mx.floor(codes), atol=1e-5).item()
-    assert mx.allclose(soft_quantize(weight, v, grid), weight, atol=1e-5).item()
+    assert mx.allclose(soft_quantize(floor_codes(weight, grid), v, grid), weight, atol=1e-5).item()
 
 
 def test_hard_rounding_is_floor_or_ceil(weight):
@@ -47,13 +48,14 @@ def test_hard_rounding_is_floor_or_ceil(weight):
 def test_hard_equals_soft_once_rounding_is_decided(weight):
     grid = minmax_grid(weight, WeightQuantConfig(bits=4))
     v = mx.where(mx.random.uniform(shape=weight.shape, key=mx.random.key(4)) > 0.5, 30.0, -30.0)
-    assert mx.array_equal(hard_quantize(weight, v, grid), soft_quantize(weight, v, grid)).item()
+    soft = soft_quantize(floor_codes(weight, grid), v, grid)
+    assert mx.array_equal(hard_quantize(weight, v, grid), soft).item()
 
 
 def test_soft_quantize_gradient_flows_to_logits(weight):
     grid = minmax_grid(weight, WeightQuantConfig(bits=4))
     v = init_rounding_logits(weight, grid)
-    grad = mx.grad(lambda v: mx.sum(soft_quantize(weight, v, grid) ** 2))(v)
+    grad = mx.grad(lambda v: mx.sum(soft_quantize(floor_codes(weight, grid), v, grid) ** 2))(v)
     assert bool(mx.all(mx.isfinite(grad)).item()) and mx.any(grad != 0).item()
 
 
@@ -72,6 +74,19 @@ def test_regularizer_at_known_points(h, beta, expected):
 
 def test_regularizer_sums_over_weights():
     assert rounding_regularizer(mx.zeros((3, 4)), 2.0).item() == pytest.approx(12.0)
+
+
+@pytest.mark.parametrize("beta", [2.0, 7.3, 20.0])
+def test_regularizer_gradient_is_that_of_the_plain_power(beta):
+    """The custom gradient (reusing the power) equals autodiff through `mx.power`."""
+    v = 3.0 * mx.random.normal((64, 64), key=mx.random.key(5))
+    v[0, 0] = 0.0  # h = 0.5 exactly: the base of the power is 0
+
+    def plain(v):
+        return mx.sum(1.0 - mx.power(mx.abs(2.0 * rectified_sigmoid(v) - 1.0), beta))
+
+    reused = mx.grad(mx.compile(lambda v: rounding_regularizer(v, beta)))(v)
+    assert mx.allclose(reused, mx.grad(plain)(v), rtol=1e-5, atol=1e-6).item()
 
 
 def test_schedule_values():

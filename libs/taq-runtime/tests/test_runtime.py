@@ -2,6 +2,7 @@
 
 import argparse
 import importlib.util
+import os
 import struct
 import subprocess
 import sys
@@ -51,6 +52,16 @@ def test_launch_loads_blas_then_runs_the_command():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().startswith("BlasInfo(")
+
+
+@pytest.mark.parametrize(("given", "threads"), [(None, 1), ("3", 3)])
+def test_blas_runs_one_thread_unless_the_user_sets_another_count(given, threads):
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given:
+        env["OPENBLAS_NUM_THREADS"] = given
+    code = "from taq_runtime.blas import load_optimised_blas as b; print(b().threads)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == str(threads), out.stderr
 
 
 def decode_png(data: bytes) -> np.ndarray:

@@ -61,8 +61,8 @@ def _scale(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict(), indent=2))
         return 0
     print(
-        f"taq-bench scale: tiny-digits, 1 rank vs {args.ranks} ranks (mlx.launch, ring backend "
-        f"over loopback) on {os.cpu_count()} CPU cores ({scale.blas_threads(args.ranks)} BLAS "
+        f"taq-bench scale: tiny-digits, 1 rank vs {args.ranks} ranks (taq launch, ring backend "
+        f"over loopback) on {os.cpu_count()} CPU cores ({blas_info().threads} BLAS "
         f"thread(s) per rank); {args.images} images x {args.steps} steps; stage time = the "
         "slowest rank's"
     )
@@ -121,6 +121,10 @@ def _show(results: dict, as_json: bool) -> int:
             f"{'AdaRound it/s tiny (compiled/eager)':<34}{a['compiled_its']:>14.2f}"
             f"{a['eager_its']:>14.2f}{a['ratio']:>8.2f}x"
         )
+        print(
+            f"{'AdaRound step CPU ms vs fwd+bwd':<34}{a['step_cpu_ms']:>14.1f}"
+            f"{a['plain_cpu_ms']:>14.1f}{a['cpu_ratio']:>8.2f}x"
+        )
     if "infer" in results:
         i = results["infer"]
         print(
@@ -142,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taq-bench", description=__doc__)
     add_version_flag(parser, "taq-bench")
     sub = parser.add_subparsers(dest="command", required=True)
-    ada = sub.add_parser("adaround", help="train-step throughput, compiled vs eager")
+    ada = sub.add_parser(
+        "adaround", help="train-step throughput (compiled vs eager) and CPU vs a plain fwd+bwd"
+    )
     ada.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
     ada.add_argument("--json", action="store_true")
     ada.set_defaults(func=_adaround)

@@ -1,5 +1,6 @@
 """`taq`: the whole pipeline (`run`), evaluation (`eval`), the report (`report`), `export`
-(one safetensors checkpoint of the quantized model), `doctor`.
+(one safetensors checkpoint of the quantized model), `doctor`, `launch` (N local ranks of a
+command: `taq_runtime.spawn`).
 
 `taq run` = calib -> adaround (cache, optimize) -> actstats (collect, analyze) -> eval ->
 report, into one store; complete stages are skipped, partial ones resumed, stale ones refused.
@@ -36,7 +37,7 @@ from taq_pipeline.sweep import SweepConfig, run_sweep, sweep_dir
 from taq_run.calib import calib_config_of, require_calib
 from taq_run.quant_config import RECIPE_DEFAULTS, RECIPES
 from taq_run.runs import open_run
-from taq_runtime import ranks
+from taq_runtime import ranks, spawn
 from taq_runtime.cli import (
     UsageError,
     command_parser,
@@ -392,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify", action="store_true", help="read every chunk of the store, list bad ones"
     )
     doctor.set_defaults(func=_doctor)
+    launch = sub.add_parser("launch", help="N local ranks of a taq command (MLX ring backend)")
+    spawn.add_flags(launch)
+    launch.set_defaults(func=lambda args: spawn.start(args.ranks, args.command))
     return parser
 
 

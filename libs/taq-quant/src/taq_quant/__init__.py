@@ -21,6 +21,7 @@ from taq_quant.quantizer import (
 )
 from taq_quant.rounding import (
     RoundingSchedule,
+    floor_codes,
     hard_codes,
     hard_quantize,
     init_rounding_logits,
@@ -40,6 +41,7 @@ __all__ = [
     "dequantize_linear_weight",
     "export_quantized_linear",
     "fake_quant",
+    "floor_codes",
     "hard_codes",
     "hard_quantize",
     "init_grid",

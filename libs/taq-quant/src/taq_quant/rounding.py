@@ -32,7 +32,8 @@ def rectified_sigmoid(v: mx.array) -> mx.array:
     return mx.clip(mx.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
 
-def _floor_codes(w: mx.array, grid: QuantGrid) -> mx.array:
+def floor_codes(w: mx.array, grid: QuantGrid) -> mx.array:
+    """`floor((w - bias) / s)`, float32, shape of `w`: the codes AdaRound rounds up from."""
     return from_groups(mx.floor(scaled_weight(w, grid)))
 
 
@@ -48,21 +49,21 @@ def init_rounding_logits(w: mx.array, grid: QuantGrid) -> mx.array:
     return -mx.log((ZETA - GAMMA) / (fraction - GAMMA) - 1.0)
 
 
-def soft_quantize(w: mx.array, v: mx.array, grid: QuantGrid) -> mx.array:
-    """The soft-rounded weight `s * clip(floor((w - b) / s) + h(V), 0, qmax) + b`.
+def soft_quantize(floor: mx.array, v: mx.array, grid: QuantGrid) -> mx.array:
+    """The soft-rounded weight `s * clip(floor + h(V), 0, qmax) + b`, `floor` the weight's
+    `floor_codes` (computed once, not on every step: the weight does not train).
 
     Differentiable in `v` (and in the grid's scale and bias through the dequantization,
-    with the floor held fixed); `w` is treated as a constant.
+    with the floor held fixed).
     """
-    base = mx.stop_gradient(_floor_codes(w, grid))
-    codes = mx.clip(base + rectified_sigmoid(v), 0.0, float(grid.qmax))
+    codes = mx.clip(mx.stop_gradient(floor) + rectified_sigmoid(v), 0.0, float(grid.qmax))
     return dequantize_codes(codes, grid)
 
 
 def hard_codes(w: mx.array, v: mx.array, grid: QuantGrid) -> mx.array:
     """Final integer codes: floor, plus one where `h(V) >= 0.5`; uint8 in `[0, qmax]`."""
     up = (rectified_sigmoid(v) >= 0.5).astype(mx.float32)
-    return mx.clip(_floor_codes(w, grid) + up, 0, grid.qmax).astype(mx.uint8)
+    return mx.clip(floor_codes(w, grid) + up, 0, grid.qmax).astype(mx.uint8)
 
 
 def hard_quantize(w: mx.array, v: mx.array, grid: QuantGrid) -> mx.array:
@@ -70,9 +71,26 @@ def hard_quantize(w: mx.array, v: mx.array, grid: QuantGrid) -> mx.array:
     return dequantize_codes(hard_codes(w, v, grid), grid)
 
 
-def rounding_regularizer(v: mx.array, beta: float) -> mx.array:
-    """`sum(1 - |2 h(V) - 1|^beta)`: zero when every `h` is 0 or 1, largest at `h = 0.5`."""
-    return mx.sum(1.0 - mx.power(mx.abs(2.0 * rectified_sigmoid(v) - 1.0), beta))
+@mx.custom_function
+def _power(base: mx.array, exponent: mx.array) -> mx.array:
+    return mx.power(base, exponent)
+
+
+@_power.vjp
+def _power_vjp(primals, cotangent, output):
+    """`exponent * base^(exponent - 1)` from the power the forward pass computed (`output /
+    base`), not a second `pow`: the power is the regulariser's costliest operation."""
+    base, exponent = primals
+    slope = mx.where(base > 0, exponent * output / base, 0.0)
+    return cotangent * slope, mx.zeros_like(exponent)
+
+
+def rounding_regularizer(v: mx.array, beta: float | mx.array) -> mx.array:
+    """`sum(1 - |2 h(V) - 1|^beta)`: zero when every `h` is 0 or 1, largest at `h = 0.5`.
+
+    Its gradient in `v` reuses the power (for `beta > 1`, where the slope at 0 is 0)."""
+    base = mx.abs(2.0 * rectified_sigmoid(v) - 1.0)
+    return mx.sum(1.0 - _power(base, mx.array(beta, dtype=mx.float32)))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,13 @@ The `mlx-cpu` wheel links a reference BLAS: fp32 GEMM runs at ~4 GFLOP/s on the
 has renamed symbols and does not work. OpenBLAS 0.3.21 does not recognise recent
 Xeons and falls back to the "Prescott" kernels (~33 GFLOP/s), so we pick the
 core type from the CPU flags unless the user set OPENBLAS_CORETYPE.
+
+OpenBLAS runs on one thread unless OPENBLAS_NUM_THREADS says otherwise. taq's GEMMs on the
+tiny models are small and a second thread spins between them (an AdaRound optimize on
+tiny-digits: system CPU 13 % of user with 2 threads, 4 % with 1), and one fixed count makes a
+run's numbers independent of how many cores the machine has (a GEMM's result can depend on
+how OpenBLAS splits it across threads). Large models want more: set OPENBLAS_NUM_THREADS,
+the same on every rank of a launch (the ranks refuse to differ, `ranks.check_launch`).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ CANDIDATES = (
     "/usr/lib64/libopenblas.so.0",
     "/usr/lib/libopenblas.so.0",
 )
+DEFAULT_THREADS = 1
 INSTALL_HINT = "apt-get install libopenblas0-pthread (or set TAQ_BLAS=/path/to/libopenblas.so)"
 
 
@@ -37,6 +45,7 @@ class BlasInfo:
     path: str | None
     core_type: str | None
     optimised: bool
+    threads: int  # OPENBLAS_NUM_THREADS, DEFAULT_THREADS unless the user set it
 
 
 _INFO: BlasInfo | None = None
@@ -65,13 +74,19 @@ def _core_type() -> str | None:
     return None
 
 
+def _threads() -> int:
+    value = os.environ.get("OPENBLAS_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_THREADS
+
+
 def load_optimised_blas() -> BlasInfo:
     """Load OpenBLAS globally once; must run before the first `import mlx`."""
     global _INFO
     if _INFO is not None:
         return _INFO
+    threads = _threads()
     if sys.platform != "linux":
-        _INFO = BlasInfo("accelerate", None, None, True)
+        _INFO = BlasInfo("accelerate", None, None, True, threads)
         return _INFO
     if "mlx.core" in sys.modules:
         logger.warning(
@@ -85,15 +100,16 @@ def load_optimised_blas() -> BlasInfo:
         if path and Path(path).exists():
             if core:
                 os.environ["OPENBLAS_CORETYPE"] = core
+            os.environ["OPENBLAS_NUM_THREADS"] = str(threads)  # read when the library loads
             ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-            _INFO = BlasInfo("openblas", path, core, True)
+            _INFO = BlasInfo("openblas", path, core, True, threads)
             return _INFO
     logger.warning(
         "No optimised BLAS found: MLX on CPU will use its reference BLAS (~40x slower). "
         "Install one: %s",
         INSTALL_HINT,
     )
-    _INFO = BlasInfo("reference", None, None, False)
+    _INFO = BlasInfo("reference", None, None, False, threads)
     return _INFO
 
 

@@ -20,6 +20,7 @@ class EnvironmentReport:
     blas_path: str | None
     openblas_core: str | None
     blas_optimised: bool
+    blas_threads: int
     gemm_gflops: float
 
     def lines(self) -> list[str]:
@@ -29,6 +30,7 @@ class EnvironmentReport:
             f"platform     {self.platform}",
             f"blas         {self.blas}" + (f" ({self.blas_path})" if self.blas_path else ""),
             f"openblas     core type {self.openblas_core}" if self.openblas_core else "",
+            f"blas threads {self.blas_threads} (OPENBLAS_NUM_THREADS)",
             f"gemm fp32    {self.gemm_gflops:.1f} GFLOP/s (1024x1024, measured now)",
             "" if self.blas_optimised else "WARNING      reference BLAS: CPU runs ~40x slower",
         ]
@@ -57,5 +59,6 @@ def environment_report() -> EnvironmentReport:
         blas_path=info.path,
         openblas_core=info.core_type,
         blas_optimised=info.optimised,
+        blas_threads=info.threads,
         gemm_gflops=measure_gemm_gflops(),
     )

@@ -1,8 +1,9 @@
-"""The ranks of one `mlx.launch`: who this process is, a barrier, deterministic shares of
-the work, and the checks that keep the ranks in step.
+"""The ranks of one launch (`taq launch` or `mlx.launch`): who this process is, a barrier,
+deterministic shares of the work, and the checks that keep the ranks in step.
 
-taq scales out with MLX's own engine (`mx.distributed`, launched by `mlx.launch -n N` or a
-hostfile); there is no scheduler or transport of ours. Every stage splits its units the same
+taq scales out with MLX's own engine (`mx.distributed`, ring backend: ranks started by
+`taq launch -n N` on one machine, `spawn.py`, or by `mlx.launch` with a hostfile across
+machines); there is no scheduler or transport of ours. Every stage splits its units the same
 way on every rank (images by index, blocks by size), each rank writes only its own units of
 a group, and rank 0 alone creates groups and commits them (`complete`) after a barrier. One
 process (no launch) is rank 0 of 1: every helper here is then a no-op.
@@ -26,6 +27,7 @@ from typing import TypeVar
 
 import mlx.core as mx
 
+from taq_runtime.blas import blas_info
 from taq_runtime.cli import UsageError
 
 T = TypeVar("T")
@@ -183,7 +185,8 @@ def agree(what: str, value: str, fix: str) -> None:
 
 def check_launch(argv: Sequence[str] | None = None) -> None:
     """At a launched command's start: every rank runs the same code with the same command
-    line (the run config), else every rank exits 2 naming what differs."""
+    line (the run config) and BLAS thread count, else every rank exits 2 naming what
+    differs."""
     if size() == 1:
         return
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -193,32 +196,8 @@ def check_launch(argv: Sequence[str] | None = None) -> None:
         "install the same taq and MLX on every machine (the hash covers every taq module)",
     )
     agree("command line", " ".join(argv), "launch every rank with the same flags")
-
-
-def free_port(count: int) -> int:
-    """A port p with p .. p + count - 1 free on loopback (the ring backend listens on one
-    port per rank)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port + count > 65535:
-            continue
-        try:
-            for offset in range(count):
-                with socket.socket() as other:
-                    other.bind(("127.0.0.1", port + offset))
-            return port
-        except OSError:
-            continue
-    raise OSError("no free run of loopback ports for the ranks")
-
-
-def local_launch(count: int, command: Sequence[str], env: Sequence[str] = ()) -> list[str]:
-    """The `mlx.launch` command line that runs `command` as `count` ranks on this machine
-    (ring backend over loopback; `env`: `NAME=value` for every rank); the `mlx.launch`
-    installed beside this Python."""
-    launcher = Path(sys.executable).parent / "mlx.launch"
-    flags = ["-n", str(count), "--backend", "ring", "-p", str(free_port(count))]
-    flags += [f"--env={item}" for item in env]
-    return [str(launcher), *flags, "--", *command]
+    agree(
+        "BLAS thread count",
+        f"OPENBLAS_NUM_THREADS={blas_info().threads}",
+        "set the same OPENBLAS_NUM_THREADS on every rank (a GEMM's result can depend on it)",
+    )

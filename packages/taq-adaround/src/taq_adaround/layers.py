@@ -20,6 +20,7 @@ from taq_quant import (
     WeightQuantConfig,
     activation_scale,
     fake_quant,
+    floor_codes,
     hard_codes,
     hard_quantize,
     init_grid,
@@ -41,6 +42,7 @@ class AdaRoundLinear(nn.Module):
             self.bias = linear.bias.astype(mx.float32)
         grid = init_grid(self.weight, config)
         self.grid_scale, self.grid_bias = grid.scale, grid.bias
+        self.floor_codes = floor_codes(self.weight, grid)  # once: the weight is frozen
         self.v = init_rounding_logits(self.weight, grid)
         self.act_scale = mx.array(1.0)
         self._bits, self._group_size, self._bits_a = config.bits, grid.group_size, bits_a
@@ -57,7 +59,7 @@ class AdaRoundLinear(nn.Module):
 
     def quantized_weight(self) -> mx.array:
         if self.mode == "soft":
-            return soft_quantize(self.weight, self.v, self.grid)
+            return soft_quantize(self.floor_codes, self.v, self.grid)
         if self.mode == "hard":
             return hard_quantize(self.weight, self.v, self.grid)
         if self.mode == "rtn":

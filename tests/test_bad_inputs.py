@@ -431,6 +431,7 @@ CASES = {
     ),
     "taq sweep --store": ("taq", ["sweep", "--store", "NEW"], "no taq store"),
     "taq doctor --store": ("taq", ["doctor", "--store", "NEW"], "no store at"),
+    "taq launch --ranks": ("taq", ["launch", "-n", "0", "--", "true"], "-n must be at least 1"),
     "taq doctor --store-file": ("taq", ["doctor", "--store", "FILE"], "is not a taq store"),
     "taq doctor --store-no-root-record": ("taq", ["doctor", "--store", "BARE"], "not a taq store"),
     "taq doctor --store-zarr-v2": ("taq", ["doctor", "--store", "V2"], "not a zarr v3 group"),

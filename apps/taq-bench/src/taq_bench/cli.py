@@ -18,7 +18,9 @@ from taq_runtime.cli import add_version_flag, run_cli
 
 
 def _adaround(args: argparse.Namespace) -> int:
-    results = bench_adaround(args.shapes.split(","))
+    if min(args.batch or 1, args.iters or 1) < 1:
+        raise scale.ScaleError("--batch and --iters must be at least 1")
+    results = bench_adaround(args.shapes.split(","), args.batch, args.iters)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
@@ -188,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
         "adaround", help="train-step throughput (compiled vs eager) and CPU vs a plain fwd+bwd"
     )
     ada.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
+    ada.add_argument(
+        "--batch", type=int, default=None, help="samples per step (default: the shape's)"
+    )
+    ada.add_argument("--iters", type=int, default=None, help="timed steps (default: the shape's)")
     ada.add_argument("--json", action="store_true")
     ada.set_defaults(func=_adaround)
     blk = sub.add_parser("blocks", help="one real block per model: W4 vs FP32 time and bytes")

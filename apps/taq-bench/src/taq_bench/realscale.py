@@ -95,7 +95,8 @@ class RealscaleConfig:
     def stages(self) -> list[tuple[str, list[str]]]:
         """(stage name, argv) in `taq run`'s order, then export."""
         store = str(self.store)
-        build = (
+        build = (  # as every stage starts: the optimised BLAS first (taq_runtime.launcher)
+            "from taq_runtime.blas import load_optimised_blas; load_optimised_blas(); "
             "from taq_model.presets import ModelOptions, load_preset; "
             f"load_preset({self.model!r}, options=ModelOptions(False, {self.height}, "
             f"{self.width}))"

@@ -53,7 +53,7 @@ class RealscaleConfig:
     cache_stride: int = 2
     iters: int = 2
     batch_size: int = 16
-    eval_samples: int = 1
+    eval_samples: int = 2  # taq eval's least (an interval needs two)
     workdir: str = "runs/realscale"
     max_rss_gb: float = 18.0
     kill_resume: bool = False

@@ -15,6 +15,7 @@ from taq_model.families import (
     float32_bytes,
     physical_memory,
     tiny_family_handle,
+    wide_family_config,
 )
 from taq_model.options import ModelOptions, parse_spec
 from taq_model.presets import ModelError, load_preset
@@ -132,3 +133,20 @@ def test_tiny_family_is_a_preset_stages_can_rebuild(name):
     assert again.identity_config == handle.identity_config
     with pytest.raises(ModelError, match="fixed 8x8x16 latent"):
         load_preset(name + "-tiny", options=ModelOptions(height=256))
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_wide_config_keeps_the_real_block_with_two_of_each_kind(name):
+    real, wide = family_config(name), wide_family_config(name)
+    for field in ("hidden_size", "num_heads", "use_qk_norm", "rope_axes_dim", "patch_size"):
+        assert getattr(wide, field) == getattr(real, field), field
+    assert wide.depth_multimodal == 2
+    assert wide.depth_unified == (2 if real.depth_unified else 0)
+    # two of each kind: under 5 GB in float32, where the real model is 32-48 GB
+    assert float32_bytes(wide) < 5e9 < 30e9 < float32_bytes(real)
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_wide_preset_refuses_t5_before_building(name):
+    with pytest.raises(ModelError, match="drop --t5"):
+        load_preset(f"{name}-wide", options=ModelOptions(t5=True))

@@ -13,6 +13,7 @@ and Adam cost on top of the block itself (CPU time: a shared machine's load canc
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import time
 from dataclasses import asdict, dataclass
@@ -134,10 +135,15 @@ def measure_plain(shape: Shape) -> float:
     return _time(lambda: step(batch), block.state, shape.iters)[1]
 
 
-def bench_adaround(shapes: list[str]) -> list[StepRate]:
+def bench_adaround(
+    shapes: list[str], batch: int | None = None, iters: int | None = None
+) -> list[StepRate]:
+    """Each shape's step rate, eager and compiled; `batch` / `iters` replace the shape's."""
     results = []
     for name in shapes:
-        shape = SHAPES[name]
+        shape = dataclasses.replace(
+            SHAPES[name], batch=batch or SHAPES[name].batch, iters=iters or SHAPES[name].iters
+        )
         eager, _ = measure(shape, compile_step=False)
         compiled, step_cpu = measure(shape, compile_step=True)
         plain_cpu = measure_plain(shape)

@@ -6,10 +6,11 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import fields
 
 import mlx.core as mx
 
-from taq_bench import blocks, scale
+from taq_bench import blocks, realscale, scale
 from taq_bench.adaround import SHAPES, bench_adaround, lines
 from taq_bench.suite import bench_blas, bench_infer, bench_storage
 from taq_runtime.blas import blas_info
@@ -17,7 +18,9 @@ from taq_runtime.cli import add_version_flag, run_cli
 
 
 def _adaround(args: argparse.Namespace) -> int:
-    results = bench_adaround(args.shapes.split(","))
+    if min(args.batch or 1, args.iters or 1) < 1:
+        raise scale.ScaleError("--batch and --iters must be at least 1")
+    results = bench_adaround(args.shapes.split(","), args.batch, args.iters)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
@@ -68,6 +71,27 @@ def _scale(args: argparse.Namespace) -> int:
     )
     print("\n".join(scale.lines(result)))
     return 0
+
+
+def _realscale(args: argparse.Namespace) -> int:
+    names = [f.name for f in fields(realscale.RealscaleConfig)]
+    config = realscale.RealscaleConfig(**{name: getattr(args, name) for name in names})
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+    log(
+        f"taq-bench realscale: {config.model}, each stage its own process, on "
+        f"{os.cpu_count()} CPU cores ({blas_info().name} BLAS, {mx.default_device()}); "
+        f"load average {', '.join(f'{v:.1f}' for v in os.getloadavg())} at the start: "
+        "wall times follow the load, CPU time and peak RSS much less"
+    )
+    result = realscale.bench_realscale(config, log=log)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print("\n".join(realscale.lines(result)))
+    log(f"results: {realscale.results_path(config)}")
+    failed = [run for run in result.stages if run.outcome != "ok"]
+    resumed_apart = result.resume is not None and not result.resume["equal"]
+    return 1 if failed or resumed_apart else 0
 
 
 def _blas(args: argparse.Namespace) -> int:
@@ -142,6 +166,22 @@ def _show(results: dict, as_json: bool) -> int:
     return 0
 
 
+REALSCALE_HELP = {
+    "model": "model preset (any taq-calib accepts)",
+    "height": "sd3-medium presets: image pixels, a multiple of 16",
+    "width": "sd3-medium presets: image pixels, a multiple of 16",
+    "num_images": "calibration images",
+    "num_steps": "sampling steps of calibration and evaluation",
+    "cache_stride": "block I/O of every k-th calibration step",
+    "iters": "AdaRound iterations per block",
+    "batch_size": "AdaRound batch size (at most the cached samples are used)",
+    "eval_samples": "evaluation samples per variant",
+    "workdir": "directory of the run (replaced): run.zarr, its report, the checkpoint",
+    "max_rss_gb": "kill a stage whose resident memory passes this (GiB)",
+    "kill_resume": "then kill optimize once mid-way on a copy, resume it, compare the weights",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taq-bench", description=__doc__)
     add_version_flag(parser, "taq-bench")
@@ -150,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
         "adaround", help="train-step throughput (compiled vs eager) and CPU vs a plain fwd+bwd"
     )
     ada.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
+    ada.add_argument(
+        "--batch", type=int, default=None, help="samples per step (default: the shape's)"
+    )
+    ada.add_argument("--iters", type=int, default=None, help="timed steps (default: the shape's)")
     ada.add_argument("--json", action="store_true")
     ada.set_defaults(func=_adaround)
     blk = sub.add_parser("blocks", help="one real block per model: W4 vs FP32 time and bytes")
@@ -172,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     sca.add_argument("--iters", type=int, default=100, help="AdaRound iterations per block")
     sca.add_argument("--json", action="store_true")
     sca.set_defaults(func=_scale)
+    real = sub.add_parser(
+        "realscale", help="every stage of taq run, each its own process: time, CPU, memory, bytes"
+    )
+    defaults = realscale.RealscaleConfig()
+    for item in fields(realscale.RealscaleConfig):
+        flag, default = f"--{item.name.replace('_', '-')}", getattr(defaults, item.name)
+        if isinstance(default, bool):
+            real.add_argument(flag, action="store_true", help=REALSCALE_HELP[item.name])
+            continue
+        kind = {"int | None": int}.get(str(item.type), type(default))
+        real.add_argument(
+            flag, type=kind, default=default, help=f"{REALSCALE_HELP[item.name]} [{default}]"
+        )
+    real.add_argument("--json", action="store_true")
+    real.set_defaults(func=_realscale)
     sub.add_parser("infer", help="W4 vs FP32 sampling time and memory (see its --help)")
     for name, func, text in (
         ("blas", _blas, "optimised vs reference BLAS GEMM rate"),
@@ -191,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return infer_main(argv[1:])
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: args.func(args), user_errors=(blocks.BlocksError, scale.ScaleError))
+    return run_cli(
+        lambda: args.func(args),
+        user_errors=(blocks.BlocksError, scale.ScaleError, realscale.RealscaleError),
+    )
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from taq_bench.commands import console_script
 
 STAGE_SECONDS = re.compile(r"in ([0-9.]+)s\b")
 ENV = {**os.environ, "TAQ_NO_PROGRESS": "1"}
@@ -40,7 +41,11 @@ class Timing:
 
 
 def _run(ranks: int, command: list[str]) -> Timing:
-    argv = command if ranks == 1 else [_script("taq"), "launch", "-n", str(ranks), "--", *command]
+    argv = (
+        command
+        if ranks == 1
+        else [console_script("taq"), "launch", "-n", str(ranks), "--", *command]
+    )
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         process = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=ENV)
@@ -53,10 +58,6 @@ def _run(ranks: int, command: list[str]) -> Timing:
     if process.returncode != 0 or len(seconds) != ranks:
         raise ScaleError(f"`{' '.join(argv)}` failed: {(stderr or stdout).strip()[-300:]}")
     return Timing(ranks, max(seconds), wall, usage.ru_utime + usage.ru_stime)
-
-
-def _script(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def bench_scale(ranks: int = 2, images: int = 8, steps: int = 10, iters: int = 1
     then with `ranks`, in fresh stores under a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="taq-scale-") as work:
         one, many = Path(work) / "one.zarr", Path(work) / "many.zarr"
-        calib = [_script("taq-calib"), "--model", "tiny-digits", "--num-images", str(images)]
+        calib = [console_script("taq-calib"), "--model", "tiny-digits", "--num-images", str(images)]
         calib += ["--num-steps", str(steps)]
         # a first, small run fills MLX's on-disk cache of compiled kernels, which would
         # otherwise be paid by whichever timed command ran first
@@ -84,12 +85,12 @@ def bench_scale(ranks: int = 2, images: int = 8, steps: int = 10, iters: int = 1
         shutil.rmtree(one)
         calib_one = _run(1, [*calib, "--store", str(one)])
         calib_many = _run(ranks, [*calib, "--store", str(many)])
-        cache = [_script("taq-adaround"), "cache", "--store", str(one), "--stride", "2"]
+        cache = [console_script("taq-adaround"), "cache", "--store", str(one), "--stride", "2"]
         if subprocess.run(cache, capture_output=True, env=ENV).returncode != 0:
             raise ScaleError(f"`{' '.join(cache)}` failed")
         shutil.rmtree(many)
         shutil.copytree(one, many)  # the same block cache for both
-        optimize = [_script("taq-adaround"), "optimize", "--iters", str(iters)]
+        optimize = [console_script("taq-adaround"), "optimize", "--iters", str(iters)]
         _run(1, [*optimize[:2], "--iters", "2", "--store", str(many)])  # the kernel cache again
         shutil.rmtree(many)
         shutil.copytree(one, many)

@@ -172,10 +172,10 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
     elif previous:
         log("   eval.json came from other artifacts or settings: evaluating again")
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = load_preset(config.model, local_ckpt=config.local_ckpt)
-    prompts = [
-        handle.default_prompts[i % len(handle.default_prompts)] for i in range(config.samples)
-    ]
+    defaults = load_preset(config.model, local_ckpt=config.local_ckpt).default_prompts
+    # the model is dropped at once: each variant builds its own, and at SD3 size two float32
+    # models (8.45 GB each) would otherwise sit side by side during the whole evaluation
+    prompts = [defaults[i % len(defaults)] for i in range(config.samples)]
     split = seed_split(config.seed, config.num_images, config.split, config.samples)
     calibrated = set(require_calib(store).read("seeds").tolist())
     if calibrated & set(split.evaluation):

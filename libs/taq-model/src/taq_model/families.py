@@ -13,7 +13,9 @@ this machine's memory is refused before anything is read.
 
 `family_config` is the float32 DiffusionKit config a preset builds; `tiny_family_config`
 keeps its block kinds, positional encodings, QK-norm and conditioning shapes at toy width,
-so tests run the same sampling path (`build_family_random`) on CPU in seconds.
+so tests run the same sampling path (`build_family_random`) on CPU in seconds;
+`wide_family_config` keeps the real width with two blocks of each kind, so a benchmark runs
+every stage at the real block size on a machine that cannot hold the whole model.
 """
 
 from __future__ import annotations
@@ -143,6 +145,39 @@ def tiny_family_config(name: str):
         upcast_unified_blocks=None,
         max_latent_resolution=16,
     )
+
+
+WIDE_SUFFIX = "-wide"
+WIDE_PIXELS = (512, 512)  # 1024 image tokens: a block costs what it does at SD3-Medium's size
+WIDE_DEPTH = 2  # blocks of each kind the family has
+
+
+def wide_family_config(name: str):
+    """`name`'s real config (width, heads, QK-norm, RoPE, conditioning widths) with only
+    `WIDE_DEPTH` blocks of each kind: every stage at the real block size, in a few GB."""
+    config = family_config(name)
+    return dataclasses.replace(
+        config,
+        depth_multimodal=WIDE_DEPTH,
+        depth_unified=WIDE_DEPTH if config.depth_unified else 0,
+        hidden_size_override=config.hidden_size,  # DiffusionKit derives it from the depth
+        upcast_multimodal_blocks=None,
+        upcast_unified_blocks=None,
+    )
+
+
+def wide_family_handle(
+    name: str, options: ModelOptions | None = None, seed: int = 0
+) -> RandomHandle:
+    """`wide_family_config(name)` with seeded random weights at `options`' pixels (default
+    512x512); the presets `sd3.5-large-wide` and `flux-schnell-wide`."""
+    options = options or ModelOptions()
+    if options.t5:
+        raise ModelError(f"{name}{WIDE_SUFFIX} has seeded pseudo-embeddings: drop --t5")
+    latents = (WIDE_PIXELS[0] // 8, WIDE_PIXELS[1] // 8, 16)
+    preset = options.spec(name + WIDE_SUFFIX, WIDE_PIXELS)
+    config = wide_family_config(name)
+    return build_family_random(name, config, options.latent_shape(latents), seed, preset)
 
 
 def build_family_random(
@@ -352,4 +387,7 @@ __all__ = [
     "tiny_family_config",
     "tiny_family_handle",
     "TINY_SUFFIX",
+    "wide_family_config",
+    "wide_family_handle",
+    "WIDE_SUFFIX",
 ]

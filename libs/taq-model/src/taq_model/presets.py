@@ -8,6 +8,7 @@
 | `sd3.5-large`       | real SD3.5 Large (`--local-ckpt`; `families.py`)               |
 | `flux-schnell`      | real FLUX.1-schnell (`--local-ckpt`; `families.py`)            |
 | `*-tiny`            | those two families at toy size, random weights (tests)         |
+| `*-wide`            | those two at their real width, 2 blocks of each kind, 512 px  |
 
 Other installed packages add presets through the `taq.presets` entry-point group (name ->
 a builder taking the weights path or None): `tiny-shapes` comes from taq-shapes that way,
@@ -417,6 +418,8 @@ BUILTIN_PRESETS = (
     "flux-schnell",
     "sd3.5-large-tiny",
     "flux-schnell-tiny",
+    "sd3.5-large-wide",
+    "flux-schnell-wide",
 )
 PRESET_ENTRY_POINTS = "taq.presets"
 
@@ -483,6 +486,10 @@ def load_preset(
                 "--t5, --height and --width"
             )
         return tiny_family_handle(base.removesuffix(TINY_SUFFIX), seed=seed)
+    if base in ("sd3.5-large-wide", "flux-schnell-wide"):
+        from taq_model.families import WIDE_SUFFIX, wide_family_handle
+
+        return wide_family_handle(base.removesuffix(WIDE_SUFFIX), options, seed=seed)
     plugin = plugin_presets().get(base)
     if plugin is not None:
         if not options.is_default:

@@ -270,9 +270,10 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
     for point in sorted(points, key=lambda p: p.weight_bits is not None):
         if point.name in points_done and (point.options is not None or fp_path.exists()):
             continue
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         store = None if point.store is None else _prepare(base, out, point, config, handle)
         prepare_seconds = time.perf_counter() - start
+        prepare_cpu_seconds = time.process_time() - start_cpu  # every thread of this process
         latents, images, _, seconds = render_variant(
             evaluation, store, point.options, prompts, seeds
         )
@@ -289,6 +290,7 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
             "act_bits_measured": act_bits,
             "seconds": seconds,
             "prepare_seconds": prepare_seconds,
+            "prepare_cpu_seconds": prepare_cpu_seconds,
         }
         record["points"][point.name] = row
         _write_json(path, record)
@@ -383,8 +385,8 @@ def write_sweep_report(out: Path, record: dict, points: list[Point], tasks: tupl
         "![quality vs average activation bits](quality_vs_activation_bits.png)",
         "",
         "| point | weight bits | average activation bits | PSNR vs FP (dB) | p10 PSNR (dB) | "
-        f"SSIM |{task_heads} seconds |",
-        "|---|---|---|---|---|---|" + "---|" * len(tasks) + "---|",
+        f"SSIM |{task_heads} seconds | preparation: wall / CPU (s) |",
+        "|---|---|---|---|---|---|" + "---|" * len(tasks) + "---|---|",
     ]
     for row in rows:
         stats = intervals[row["name"]]
@@ -397,7 +399,11 @@ def write_sweep_report(out: Path, record: dict, points: list[Point], tasks: tupl
             *(stats[t].describe(".3f") if t in stats else "-" for t in tasks),
         ]
         seconds = row["prepare_seconds"] + row["seconds"]
-        lines.append(f"| {row['name']} | {weight} | {act} | {' | '.join(cells)} | {seconds:.1f} |")
+        prepare = f"{row['prepare_seconds']:.1f} / {row.get('prepare_cpu_seconds', 0):.1f}"
+        lines.append(
+            f"| {row['name']} | {weight} | {act} | {' | '.join(cells)} | {seconds:.1f} | "
+            f"{prepare} |"
+        )
     per_sample = {
         row["name"]: {
             "mse": row["sample_mse"],

@@ -17,6 +17,7 @@ from taq_runtime.testing import HANG_GUARD_S
 VARIANTS = [
     "FP",
     "RTN W4",
+    "GPTQ W4",
     "AdaRound W4",
     "AdaRound W4A8 static",
     "AdaRound W4 + time-aware A4/A6/A8",
@@ -56,10 +57,12 @@ def test_run_writes_a_report_with_every_variant(finished):
         psnr = data["intervals"]["variants"][name]["psnr_db"]
         assert psnr["low"] <= psnr["value"] <= psnr["high"], name
     claims = data["intervals"]["comparisons"]
+    time_aware = "AdaRound W4 + time-aware A4/A6/A8"
     assert [(c["better"], c["worse"]) for c in claims] == [
+        ("GPTQ W4", "RTN W4"),
         ("AdaRound W4", "RTN W4"),
-        (VARIANTS[4], "AdaRound W4A8 static"),
-        ("+ SmoothQuant", VARIANTS[4]),
+        (time_aware, "AdaRound W4A8 static"),
+        ("+ SmoothQuant", time_aware),
     ]
     assert all(c["met"] == (c["difference"]["low"] > c["margin"]) for c in claims)
     methods = data["weight_methods"]
@@ -104,14 +107,19 @@ def test_rerun_rewrites_nothing_and_changed_flags_are_refused(finished):
     assert snapshot(store, reports) == before
 
 
-# Killed during evaluation here; a kill during optimize is test_object_store's (the same run
-# on s3://, to these numbers), test_ranks' (a rank, local store) and taq-adaround's own.
-@pytest.mark.parametrize("marker", ["run-report/eval.json"], ids=["during-evaluate"])
+# Killed during evaluation, and in the last weight stage once the cheaper methods are done;
+# a kill during optimize is also test_object_store's (the same run on s3://, to these
+# numbers), test_ranks' (a rank, local store) and taq-adaround's own.
+@pytest.mark.parametrize(
+    "marker",
+    ["run-report/eval.json", "weights/adaround/zarr.json"],
+    ids=["during-evaluate", "during-adaround"],
+)
 def test_killed_run_finishes_with_the_same_numbers(finished, tmp_path, marker):
     killed = tmp_path / "run.zarr"
     cmd = [sys.executable, "-m", "taq_pipeline", "run", "--store", str(killed), *MINIMAL]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    watched = (killed if marker == "weights" else tmp_path) / marker
+    watched = (killed if marker.startswith("weights") else tmp_path) / marker
     deadline = time.time() + HANG_GUARD_S
     while time.time() < deadline and not watched.exists() and proc.poll() is None:
         time.sleep(0.05)

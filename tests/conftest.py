@@ -7,7 +7,7 @@ from mlx.utils import tree_unflatten
 from taq_actstats.analyze import AnalyzeConfig, analyze_stats
 from taq_actstats.collect import CollectConfig, collect_stats
 from taq_adaround.blockio import CacheConfig, cache_block_io
-from taq_adaround.optimize import optimize_blocks
+from taq_adaround.optimize import quantize_blocks
 from taq_adaround.reconstruct import AdaRoundConfig
 from taq_calib import CalibConfig, calibrate
 from taq_infer import load_quantized
@@ -18,6 +18,8 @@ from taq_model.presets import load_preset
 from taq_model.taxonomy import quantizable_layers
 from taq_pipeline.testing import MINIMAL, taq
 from taq_run.runs import model_identity
+from taq_run.weight_methods import weight_methods
+from taq_run.weights import GridConfig
 
 FLUX = "flux-schnell-tiny"
 FLUX_STEPS = 4  # FLUX.1-schnell's own: no CFG
@@ -55,7 +57,10 @@ def build_store(tmp_path_factory):
         store = Store.create(tmp_path_factory.mktemp(preset) / "run.zarr", model_identity(handle))
         calibrate(handle, store, CalibConfig(preset, tuple(prompts), 2, steps, cfg))
         cache_block_io(handle, store, CacheConfig())
-        optimize_blocks(handle, store, AdaRoundConfig(iters=iters, batch_size=4, bits_a=8))
+        methods = weight_methods()
+        quantize_blocks(handle, store, methods["rtn"], GridConfig())
+        adaround = AdaRoundConfig(iters=iters, batch_size=4, bits_a=8)
+        quantize_blocks(handle, store, methods["adaround"], adaround)
         if activations:
             collect_stats(handle, store, CollectConfig())
             analyze_stats(handle, store, AnalyzeConfig())

@@ -33,6 +33,39 @@ from taq_model.cli import build_parser as model_parser
 from taq_model.cli import main as model
 from taq_pipeline.cli import build_parser as taq_parser
 from taq_pipeline.cli import main as taq
+from taq_pipeline.sweep import VARIED
+from taq_run.weight_methods import weight_methods
+
+# every weight method's flags with a bad value: its stage command, `taq run`, `taq sweep`
+METHOD_FLAGS = [
+    ("iters", "0", "--iters must be at least 1"),
+    ("batch-size", "0", "--batch-size must be at least 1"),
+    ("bits-w", "7", "--bits-w 7 is not supported"),
+    ("bits-a", "9", "--bits-a must be 0 (off) or 2..8"),
+    ("group-size", "48", "--group-size 48 is not supported"),
+    ("scale-method", "max", "--scale-method 'max' is unknown"),
+    ("lr", "nan", "--lr must be finite"),
+    ("lr-act", "-1", "--lr-act must be finite and >= 0"),
+    ("reg-weight", "inf", "--reg-weight must be finite"),
+    ("warmup", "1", "--warmup must be in [0, 1)"),
+    ("beta-start", "1", "--beta-end must be > 0 and at most --beta-start (1.0)"),
+    ("beta-end", "0", "--beta-end must be > 0"),
+    ("seed", "-1", "--seed must be >= 0"),
+    ("damp", "0", "--damp must be in (0, 1)"),
+    ("block-columns", "0", "--block-columns must be at least 1"),
+]
+SWITCHES = ("bias-correction", "act-order", "sequential")
+STAGES = {m.subcommand or m.name: m for m in weight_methods().values()}
+
+
+def method_flag_cases(method, skip=()) -> list[tuple[str, str, str]]:
+    flags = [f.replace("_", "-") for f in method.flags() if f not in skip]
+    return [case for case in METHOD_FLAGS if case[0] in flags]
+
+
+def every_method_flag_case(skip=()) -> dict[str, tuple[str, str, str]]:
+    return {c[0]: c for m in weight_methods().values() for c in method_flag_cases(m, skip)}
+
 
 CLIS = {
     "taq-calib": (calib, calib_parser),
@@ -129,44 +162,30 @@ CASES = {
         "already has blockio",
     ),
     **{
-        f"taq-adaround optimize --{flag}": (
+        f"taq-adaround {command} --{flag}": (
             "taq-adaround",
-            ["optimize", "--store", "STORE", f"--{flag}", value],
+            [command, "--store", "STORE", f"--{flag}", value],
             message,
         )
+        for command, method in STAGES.items()
         for flag, value, message in [
-            ("iters", "0", "--iters must be at least 1"),
-            ("batch-size", "0", "--batch-size must be at least 1"),
-            ("bits-w", "7", "--bits-w 7 is not supported"),
-            ("bits-a", "9", "--bits-a must be 0 (off) or 2..8"),
-            ("group-size", "48", "--group-size 48 is not supported"),
-            ("scale-method", "best", "invalid choice: 'best'"),
-            ("lr", "nan", "--lr must be finite"),
-            ("lr-act", "-1", "--lr-act must be finite and >= 0"),
-            ("reg-weight", "inf", "--reg-weight must be finite"),
-            ("seed", "-1", "--seed must be >= 0"),
+            *method_flag_cases(method),
             ("store", "FILE", "is not a taq store"),
         ]
     },
-    "taq-adaround optimize --blocks": (
-        "taq-adaround",
-        ["optimize", "--store", "STORE", "--blocks", "mm9", "--overwrite"],
-        "mm9",
-    ),
+    **{
+        f"taq-adaround {command} --{flag}": ("taq-adaround", [command, *args], message)
+        for command in STAGES
+        for flag, args, message in [
+            ("blocks", ["--store", "STORE", "--blocks", "mm9", "--overwrite"], "mm9"),
+            ("resume", ["--store", "STORE", "--resume", "--overwrite"], "exclude each other"),
+            ("overwrite", ["--store", "STORE"], "already has weights"),
+        ]
+    },
     "taq-adaround optimize --store-linked": (
         "taq-adaround",
         ["optimize", "--store", "LINKED", "--overwrite"],
         "holds a link leading out of the store: weights ->",
-    ),
-    "taq-adaround optimize --resume": (
-        "taq-adaround",
-        ["optimize", "--store", "STORE", "--resume", "--overwrite"],
-        "exclude each other",
-    ),
-    "taq-adaround optimize --overwrite": (
-        "taq-adaround",
-        ["optimize", "--store", "STORE"],
-        "already has weights",
     ),
     # taq-actstats
     "taq-actstats collect --store": ("taq-actstats", ["collect", "--store", "NEW"], "no taq store"),
@@ -292,7 +311,7 @@ CASES = {
         "is not a readable safetensors file",
     ),
     "taq-infer --modulation-bits": ("taq-infer", [*INFER, "--modulation-bits", "7"], "--modul"),
-    "taq-infer --weights": ("taq-infer", [*INFER, "--weights", "gptq"], "invalid choice"),
+    "taq-infer --weights": ("taq-infer", [*INFER, "--weights", "sq"], "has no `weights/sq`"),
     "taq-infer --seed": ("taq-infer", [*INFER, "--seed", "-1"], "--seed must be"),
     "taq-infer --steps": ("taq-infer", [*INFER, "--steps", "0"], "--steps must be"),
     "taq-infer --cfg": ("taq-infer", [*INFER, "--cfg", "nan"], "--cfg must be"),
@@ -316,15 +335,8 @@ CASES = {
             ("num-steps", "0", "--num-steps must be at least 1"),
             ("cfg", "nan", "--cfg must be a finite number"),
             ("cache-stride", "0", "--cache-stride must be at least 1"),
-            ("iters", "0", "--iters must be at least 1"),
-            ("batch-size", "0", "--batch-size must be at least 1"),
-            ("bits-w", "7", "--bits-w 7 is not supported"),
-            ("bits-a", "9", "--bits-a must be 0 (off) or 2..8"),
-            ("group-size", "48", "--group-size 48 is not supported"),
-            ("scale-method", "max", "--scale-method 'max' is unknown"),
-            ("lr", "0", "--lr must be finite and > 0"),
-            ("lr-act", "-1", "--lr-act must be finite and >= 0"),
-            ("reg-weight", "nan", "--reg-weight must be finite and >= 0"),
+            *every_method_flag_case(skip=("seed",)).values(),
+            ("weights", "sq", "weight method 'sq' is not installed"),
             ("rule", "paper", "--rule 'paper' is unknown"),
             ("target-db", "-1", "--target-db must be a finite number > 0"),
             ("gelu-a4", "nan", "--gelu-a4 must be a finite number > 0"),
@@ -388,8 +400,8 @@ CASES = {
     ),
     "taq export --weights": (
         "taq",
-        ["export", "--store", "STORE", "--output", "NEW/m.safetensors", "--weights", "gptq"],
-        "invalid choice",
+        ["export", "--store", "STORE", "--output", "NEW/m.safetensors", "--weights", "sq"],
+        "has no `weights/sq`",
     ),
     "taq export --dtype": (
         "taq",
@@ -418,8 +430,7 @@ CASES = {
             ("avg-bits", "3", "--avg-bits must be in 4..8"),
             ("plans", "dynamic", "--plans 'dynamic' is unknown"),
             ("recipes", "paper", "--recipes 'paper' is unknown"),
-            ("iters", "0", "--iters"),
-            ("batch-size", "0", "--batch-size"),
+            *every_method_flag_case(skip=VARIED).values(),
             ("eval-samples", "1", "--eval-samples must be at least 2"),
             ("split", "test", "--split 'test' is unknown"),
         ]
@@ -459,11 +470,22 @@ ACCEPTED = {
     **{f"{cli} --version": "prints the version" for cli in CLIS},
     "taq export --local-ckpt": "a path read only for the real-weight presets",
     "taq-adaround cache --local-ckpt": "a path read only for the real-weight presets",
-    "taq-adaround optimize --local-ckpt": "a path read only for the real-weight presets",
-    "taq-adaround optimize --no-compile": "a switch: any value is valid",
-    "taq-adaround optimize --bias-correction": "a switch: any value is valid",
+    **{
+        f"taq-adaround {command} --local-ckpt": "a path read only for the real-weight presets"
+        for command in STAGES
+    },
+    **{
+        f"taq-adaround {command} --{switch}": "a switch: any value is valid"
+        for command, method in STAGES.items()
+        for switch in SWITCHES
+        if switch.replace("-", "_") in method.flags()
+    },
+    **{
+        f"taq {c} --{switch}": "a switch: any value is valid"
+        for c in ("run", "sweep")
+        for switch in SWITCHES
+    },
     "taq-actstats analyze --no-static-cap": "a switch: any value is valid",
-    "taq run --bias-correction": "a switch: any value is valid",
     "taq run --static-cap": "a switch: any value is valid",
     "taq-actstats collect --local-ckpt": "a path read only for the real-weight presets",
     "taq-actstats analyze --local-ckpt": "a path read only for the real-weight presets",

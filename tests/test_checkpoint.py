@@ -246,9 +246,9 @@ CRAFTED = {
         "metadata taq.model is not",
     ),
     "layer-bits-0": (_first_layer_bits_0, "has bits 0 and group size 64"),
-    "weights-method": (
-        lambda src: _quantization(src, weights="gptq9"),
-        "names weights 'gptq9'",
+    "weights-method": (  # any method's name reads (one layout); not a path or markup
+        lambda src: _quantization(src, weights="../gptq"),
+        "names weights '../gptq'",
     ),
     "sidecar-outside": (
         {"taq.activation_plan": json.dumps({"file": "../plan.safetensors", "sha256": "0" * 64})},

@@ -17,11 +17,13 @@ from taq_runtime.testing import HANG_GUARD_S
 VARIANTS = [
     "FP",
     "RTN W4",
+    "GPTQ W4",
     "AdaRound W4",
     "AdaRound W4A8 static",
     "AdaRound W4 + time-aware A4/A6/A8",
     "+ SmoothQuant",
 ]
+METHODS = VARIANTS[1:-3]  # one weight-only variant, and one stage, per weight method
 
 
 def report(store) -> dict:
@@ -55,15 +57,23 @@ def test_run_writes_a_report_with_every_variant(finished):
         psnr = data["intervals"]["variants"][name]["psnr_db"]
         assert psnr["low"] <= psnr["value"] <= psnr["high"], name
     claims = data["intervals"]["comparisons"]
+    time_aware = "AdaRound W4 + time-aware A4/A6/A8"
     assert [(c["better"], c["worse"]) for c in claims] == [
+        ("GPTQ W4", "RTN W4"),
         ("AdaRound W4", "RTN W4"),
-        (VARIANTS[4], "AdaRound W4A8 static"),
-        ("+ SmoothQuant", VARIANTS[4]),
+        (time_aware, "AdaRound W4A8 static"),
+        ("+ SmoothQuant", time_aware),
     ]
     assert all(c["met"] == (c["difference"]["low"] > c["margin"]) for c in claims)
-    assert [b["block"] for b in data["blocks"]] == ["mm0", "mm1", "mm2", "mm3"]
+    methods = data["weight_methods"]
+    assert [m["label"] for m in methods] == [v.removesuffix(" W4") for v in METHODS]
+    for method in methods:
+        assert list(method["blocks"]) == ["mm0", "mm1", "mm2", "mm3"]
+        assert 0 < method["mse"] and method["seconds"] > 0
     md = (store.parent / "run-report" / "report.md").read_text()
-    assert md.index("| variant |") < md.index("## AdaRound vs RTN per block")
+    assert md.index("| variant |") < md.index("## Weight methods")
+    for method in methods:  # a row per method
+        assert f"| {method['label']} | W4 | " in md
     assert "simulated" in md and "real" in md
     assert "95 % interval" in md and "AdaRound W4 vs RTN W4: " in md
     for png in ("samples", "block_mse", "quality_vs_bits", "tiers"):
@@ -86,24 +96,30 @@ def test_rerun_rewrites_nothing_and_changed_flags_are_refused(finished):
     before = snapshot(store, reports)
     again = taq("run", "--store", store, *MINIMAL)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("already complete, skipped") == 5
+    stages = 4 + len(METHODS)  # calib, cache, collect, analyze and each weight method
+    assert again.stdout.count("already complete, skipped") == stages
     assert "report: up to date" in again.stdout
     assert snapshot(store, reports) == before
     changed = taq("run", "--store", store, *MINIMAL, "--iters", "21")
     assert changed.returncode == 2
     (line,) = changed.stderr.strip().splitlines()
-    assert "adaround optimize" in line and "iters=20 (now 21)" in line and "--overwrite" in line
+    assert "weights adaround" in line and "iters=20 (now 21)" in line and "--overwrite" in line
     assert snapshot(store, reports) == before
 
 
-# Killed during evaluation here; a kill during optimize is test_object_store's (the same run
-# on s3://, to these numbers), test_ranks' (a rank, local store) and taq-adaround's own.
-@pytest.mark.parametrize("marker", ["run-report/eval.json"], ids=["during-evaluate"])
+# Killed during evaluation, and in the last weight stage once the cheaper methods are done;
+# a kill during optimize is also test_object_store's (the same run on s3://, to these
+# numbers), test_ranks' (a rank, local store) and taq-adaround's own.
+@pytest.mark.parametrize(
+    "marker",
+    ["run-report/eval.json", "weights/adaround/zarr.json"],
+    ids=["during-evaluate", "during-adaround"],
+)
 def test_killed_run_finishes_with_the_same_numbers(finished, tmp_path, marker):
     killed = tmp_path / "run.zarr"
     cmd = [sys.executable, "-m", "taq_pipeline", "run", "--store", str(killed), *MINIMAL]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    watched = (killed if marker == "weights" else tmp_path) / marker
+    watched = (killed if marker.startswith("weights") else tmp_path) / marker
     deadline = time.time() + HANG_GUARD_S
     while time.time() < deadline and not watched.exists() and proc.poll() is None:
         time.sleep(0.05)
@@ -119,9 +135,9 @@ def test_killed_run_finishes_with_the_same_numbers(finished, tmp_path, marker):
             assert a[key] == b[key], (a["name"], key)
     # the stages finished before the kill keep the time of the run that computed them
     timings = report(killed)["timings"]
-    assert list(timings)[:2] == ["calib", "adaround cache"]
+    assert list(timings)[:2] == ["calib", "blockio cache"]
     assert set(timings) == set(report(finished[0])["timings"])
-    for stage in ("calib", "adaround cache"):
+    for stage in ("calib", "blockio cache"):
         assert timings[stage]["outcome"] == "computed" and timings[stage]["seconds"] > 0, stage
 
 
@@ -155,7 +171,7 @@ def test_recipe_and_budget_pass_through_to_analyze(store_copy):
     assert "actstats analyze" in line and "stale" in line and "--overwrite" in line
     out = taq("run", "--store", store_copy, *MINIMAL, *paper, "--overwrite")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("already complete, skipped") == 4
+    assert out.stdout.count("already complete, skipped") == 3 + len(METHODS)
     group = require_quant_config(Store.open(store_copy, mode="r"))
     want = AnalyzeConfig.for_recipe("taq-dit", avg_bits=6.0, plan="static")
     assert analyze_config_of(group) == want

@@ -30,6 +30,7 @@ CHAIN = [  # 3 images: rank 0 gets 2, rank 1 gets 1
     ("calib", ["--model", "tiny-digits", "--num-images", "3", "--num-steps", "4"]),
     ("adaround", ["cache", "--stride", "2"]),
     ("adaround", OPTIMIZE),
+    ("adaround", ["gptq"]),
     ("actstats", ["collect"]),
     ("actstats", ["analyze"]),
 ]

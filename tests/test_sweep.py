@@ -13,12 +13,13 @@ from PIL import Image
 
 from taq_pipeline.sweep import SweepConfig, point_intervals
 from taq_pipeline.testing import ENV, taq
+from taq_run.weight_methods import weight_methods
 from taq_runtime.testing import HANG_GUARD_S
 
 TINY = ("--weight-bits", "2", "--avg-bits", "8,4", "--plans", "time-aware,static",
         "--recipes", "taq-dit", "--eval-samples", "2", "--iters", "5")  # fmt: skip
-# FP, RTN/AdaRound W2, taq-dit x 2 plans x 2 budgets, and static with RTN weights x 2 budgets
-POINTS = 1 + 2 + 2 * 2 + 2
+# FP, each weight method at W2, taq-dit x 2 plans x 2 budgets, and static with RTN weights x 2
+POINTS = 1 + len(weight_methods()) + 2 * 2 + 2
 
 
 def test_sweep_resumes_after_a_kill(store_copy):

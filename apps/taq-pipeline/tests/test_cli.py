@@ -39,4 +39,5 @@ def test_run_flags_mirror_the_config_fields():
     out = taq("run", "--help")
     assert out.returncode == 0
     for item in fields(RunConfig):
-        assert f"--{item.name.replace('_', '-')}" in out.stdout, item.name
+        if item.name != "method_flags":  # the weight methods' own flags, from their configs
+            assert f"--{item.name.replace('_', '-')}" in out.stdout, item.name

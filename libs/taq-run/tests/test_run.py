@@ -10,7 +10,7 @@ from taq_io import ModelIdentity, ModelMismatchError, Store
 from taq_model.sampling import initial_noise, sample_euler, timesteps_for
 from taq_run.calib import CalibConfig, calib_unit, create_calib_group, require_calib
 from taq_run.runs import forward_calibration, model_identity, refuse_other_model
-from taq_run.weights import METHODS, AdaRoundConfig, recorded_config
+from taq_run.weights import GridConfig, recorded_config
 
 STEPS, CFG = 4, 3.0
 
@@ -72,23 +72,22 @@ def test_a_store_of_another_preset_is_refused_before_a_model_is_built(tmp_path):
         refuse_other_model(tmp_path / "run.zarr", "sd3-medium-random")
 
 
-def test_weights_record_their_adaround_config_blocks_and_method():
-    config = AdaRoundConfig(iters=7)
+def test_weights_record_their_method_config_blocks_and_format():
+    config = GridConfig(bits_w=3, scale_method="minmax")
     record = recorded_config(config, ("mm0", "mm1"), "rtn")
-    assert record["iters"] == 7 and record["blocks"] == ["mm0", "mm1"]
+    assert record["bits_w"] == 3 and record["blocks"] == ["mm0", "mm1"]
+    assert record["scale_method"] == "minmax" and record["bits_a"] == 0
     assert record["method"] == "rtn" and record["format"] == "mlx_affine"
-    assert METHODS == ("rtn", "adaround")
 
 
 @pytest.mark.parametrize(
     "flags, message",
     [
-        ({"iters": 0}, "--iters must be at least 1"),
-        ({"lr": 0.0}, "--lr must be finite and > 0"),
         ({"scale_method": "max"}, "--scale-method 'max' is unknown"),
         ({"bits_a": 9}, "--bits-a must be 0"),
+        ({"bits_w": 1}, "bits"),
     ],
 )
-def test_adaround_config_refuses_bad_flags_by_name(flags, message):
+def test_grid_config_refuses_bad_flags_by_name(flags, message):
     with pytest.raises(ValueError, match=message):
-        AdaRoundConfig(**flags)
+        GridConfig(**flags)

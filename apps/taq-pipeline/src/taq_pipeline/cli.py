@@ -2,8 +2,9 @@
 (one safetensors checkpoint of the quantized model), `doctor`, `launch` (N local ranks of a
 command: `taq_runtime.spawn`).
 
-`taq run` = calib -> adaround (cache, optimize) -> actstats (collect, analyze) -> eval ->
-report, into one store; complete stages are skipped, partial ones resumed, stale ones refused.
+`taq run` = calib -> block I/O cache -> each weight method (`--weights`; every installed one
+by default) -> actstats (collect, analyze) -> eval -> report, into one store; complete stages
+are skipped, partial ones resumed, stale ones refused.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from dataclasses import fields
 from pathlib import Path
 
 from taq_infer import InferenceError
-from taq_infer.artifacts import WEIGHT_METHODS
+from taq_infer.artifacts import DEFAULT_WEIGHTS
 from taq_infer.checkpoint import ExportConfig, export_checkpoint
 from taq_infer.loading import SCALE_DTYPES
 from taq_io import Store, StoreError, describe, is_url
 from taq_io.integrity import verify_group
 from taq_pipeline.evaluate import (
-    CLAIMS,
-    VARIANTS,
     EvalConfig,
     evaluate,
+    evaluation_plan,
     load_eval,
     read_results,
 )
@@ -33,13 +33,15 @@ from taq_pipeline.intervals import Interval, evaluation_intervals
 from taq_pipeline.pipeline import RunConfig, report_dir, run_stages
 from taq_pipeline.report import NOTE, write_report
 from taq_pipeline.seeds import SPLITS, check_eval_samples, seed_split
-from taq_pipeline.sweep import SweepConfig, run_sweep, sweep_dir
+from taq_pipeline.sweep import VARIED, SweepConfig, run_sweep, sweep_dir
 from taq_run.calib import calib_config_of, require_calib
 from taq_run.quant_config import RECIPE_DEFAULTS, RECIPES
 from taq_run.runs import open_run
+from taq_run.weight_methods import weight_methods
 from taq_runtime import ranks, spawn
 from taq_runtime.cli import (
     UsageError,
+    add_config_flags,
     command_parser,
     config_from_flags,
     run_cli,
@@ -59,17 +61,9 @@ HELP = {
     "num_images": "calibration images (trajectories)",
     "num_steps": "Euler steps of calibration and evaluation (default: the preset's)",
     "cfg": "classifier-free guidance scale (default: the preset's)",
-    "cache_stride": "AdaRound block I/O: every k-th calibration step",
-    "iters": "AdaRound iterations per block",
-    "batch_size": "AdaRound batch size",
-    "bits_w": "weight bits (2-8)",
-    "bits_a": "static activation bits learned with AdaRound (0: none)",
-    "group_size": "weight quantization group size",
-    "scale_method": "AdaRound: initial weight grid, minmax or mse",
-    "lr": "AdaRound: learning rate of the rounding variables",
-    "lr_act": "AdaRound: learning rate of the activation scales",
-    "reg_weight": "AdaRound: weight of the rounding regulariser",
-    "bias_correction": "AdaRound: Adam with bias correction (PyTorch's, the reference's)",
+    "cache_stride": "block I/O cache of the weight methods: every k-th calibration step",
+    "weights": "comma-separated weight methods to run, e.g. rtn,gptq,adaround (default: "
+    "every installed one)",
     "recipe": "activation recipe: taq (ours) or taq-dit (the paper's); names the defaults "
     "of --rule, --range-margin and --static-cap",
     "rule": "activation tier rule: sqnr (scale-free) or absolute (TaQ-DiT's thresholds)",
@@ -86,7 +80,7 @@ HELP = {
     "plan": "with --avg-bits: time-aware (tiers per layer and step) or static (one per layer)",
     "eval_samples": "evaluation samples per variant (fixed prompts and seeds)",
     "eval_split": "evaluation seeds: heldout (no default was tuned on them) or tuning",
-    "seed": "seed of calibration, AdaRound and evaluation",
+    "seed": "seed of calibration, the weight methods and evaluation",
     "overwrite": "recompute stale stages (changed flags or inputs) instead of refusing",
 }
 
@@ -100,6 +94,8 @@ def _default(name: str, default: object) -> str:
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     for item in fields(RunConfig):
+        if item.name == "method_flags":  # the weight methods' own flags, below
+            continue
         flag, text = f"--{item.name.replace('_', '-')}", HELP[item.name]
         text = f"{text} [{_default(item.name, item.default)}]"
         if item.type in ("bool", "bool | None"):
@@ -110,11 +106,18 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
             str(item.type), type(item.default)
         )
         parser.add_argument(flag, type=kind, default=item.default, help=text)
+    methods = [m.config for m in weight_methods().values()]
+    parser.set_defaults(method_flags=add_config_flags(parser, methods, skip=("seed",)))
+
+
+def given_flags(args: argparse.Namespace) -> dict:
+    """The weight methods' flags given on the command line (field -> value)."""
+    return {n: getattr(args, n) for n in args.method_flags if getattr(args, n) is not None}
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
-    config = config_from_flags(RunConfig, args)
     try:
+        config = config_from_flags(RunConfig, args, method_flags=given_flags(args))
         config.validate()  # every stage's flags, before the first stage starts
         seed_split(config.seed, config.num_images, config.eval_split, config.eval_samples)
     except ValueError as err:
@@ -197,7 +200,7 @@ def _eval(args: argparse.Namespace) -> int:
     config = _eval_config(store, args.eval_samples, args.split, args.local_ckpt)
     results = evaluate(store, config, report_dir(store.path) / EVAL_FILE)
     record = load_eval(report_dir(store.path) / EVAL_FILE)
-    stats = evaluation_intervals(results, CLAIMS)
+    stats = evaluation_intervals(results, evaluation_plan(store).claims)
     print(NOTE)
     seeds = record["seeds"]
     print(
@@ -257,7 +260,8 @@ def store_health(path: str, verify: bool = False) -> list[str]:
     out = report_dir(path)
     record = load_eval(out / EVAL_FILE)
     done = len(record["variants"]) if record else 0
-    lines.append(f"  eval: {done}/{len(VARIANTS)} variants in {out / EVAL_FILE}")
+    total = len(record.get("variant_names", [])) if record else "?"
+    lines.append(f"  eval: {done}/{total} variants in {out / EVAL_FILE}")
     report = out / "report.md"
     lines.append(f"  report: {report if report.exists() else 'not written yet'}")
     return lines
@@ -313,10 +317,9 @@ def _sweep(args: argparse.Namespace) -> int:
             items("avg_bits", float),
             items("plans", str.strip),
             items("recipes", str.strip),
-            args.iters,
-            args.batch_size,
             args.eval_samples,
             args.split,
+            given_flags(args),
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -333,7 +336,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser, sub = command_parser("taq", "taq-pipeline", __doc__)
-    run = sub.add_parser("run", help="calib -> adaround + actstats -> evaluation -> report")
+    run = sub.add_parser("run", help="calib -> weight methods + actstats -> evaluation -> report")
     _add_run_flags(run)
     run.set_defaults(func=_run)
     ev = sub.add_parser("eval", help="evaluate every variant of a finished store (eval.json)")
@@ -354,7 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--store", default=RunConfig.store)
     export.add_argument("--output", required=True, help="the .safetensors file to write")
-    export.add_argument("--weights", default="adaround", choices=WEIGHT_METHODS)
+    export.add_argument(
+        "--weights",
+        default=DEFAULT_WEIGHTS,
+        help=f"the weight method to export, one of the store's: {', '.join(weight_methods())} "
+        f"[{DEFAULT_WEIGHTS}]",
+    )
     export.add_argument(
         "--dtype",
         default="float16",
@@ -382,8 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
         sweep.add_argument(
             f"--{name.replace('_', '-')}", default=value, help=f"comma-separated [{value}]"
         )
-    sweep.add_argument("--iters", type=int, default=defaults.iters)
-    sweep.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    methods = [m.config for m in weight_methods().values()]
+    flags = add_config_flags(sweep, methods, skip=VARIED)  # default: the run's recorded value
+    sweep.set_defaults(method_flags=flags)
     sweep.add_argument("--eval-samples", type=int, default=defaults.eval_samples)
     sweep.add_argument("--split", default=defaults.split)
     sweep.set_defaults(func=_sweep)

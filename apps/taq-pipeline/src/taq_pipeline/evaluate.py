@@ -1,7 +1,8 @@
 """Evaluate every variant against the FP model on fixed prompts and seeds (`eval.json`).
 
-Variants: FP | RTN W4 | AdaRound W4 | AdaRound W4A8 (static, learned scales) | AdaRound W4 +
-time-aware A4/A6/A8 | + SmoothQuant. Per variant: MSE and PSNR of the final images vs FP; on
+Variants (`evaluation_plan`): FP | each weight method of the store, weights only (RTN W4 |
+GPTQ W4 | AdaRound W4) | AdaRound W4A8 (static, learned scales) | AdaRound W4 + time-aware
+A4/A6/A8 | + SmoothQuant. Per variant: MSE and PSNR of the final images vs FP; on
 tiny-digits the digit classifier's accuracy and a Fréchet distance of its features vs the
 real digits; resident weight bytes of the quantized layers; wall time; average activation
 bits; for every preset SSIM and the 10th-percentile (worst-case) PSNR vs FP; on presets with
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from taq_infer import load_quantized
+from taq_infer.artifacts import has_quant_config
 from taq_io import Store, StoreError, config_hash
 from taq_model.presets import load_preset
 from taq_model.taxonomy import get_module, quantizable_layers
@@ -38,28 +40,72 @@ from taq_pipeline.seeds import seed_split
 from taq_pipeline.tasks import LABELS, mean_of_given, task_metrics, task_scores
 from taq_run.calib import require_calib
 from taq_run.quant_config import require_quant_config
-from taq_run.weights import adaround_config_of, require_weights
+from taq_run.weight_methods import weight_methods
+from taq_run.weights import grid_of, has_weights, require_weights
 from taq_runtime.cli import progress
 from taq_runtime.fidelity import image_fidelity, per_image_mse, psnr_from_mse
 from taq_tiny import classifier as digit_classifier
 from taq_tiny.data import load_digit_images
 
-VARIANTS = (
-    ("FP", None),
-    ("RTN W4", {"weights": "rtn", "act": "none"}),
-    ("AdaRound W4", {"weights": "adaround", "act": "none"}),
-    ("AdaRound W4A8 static", {"weights": "adaround", "act": "static"}),
-    ("AdaRound W4 + time-aware A4/A6/A8", {"weights": "adaround", "act": "timestep"}),
-    ("+ SmoothQuant", {"weights": "adaround", "act": "timestep", "smoothquant": True}),
-)
-# The claims the report checks, each a paired comparison on the same seeds (intervals.py).
-CLAIMS = (
-    Claim("AdaRound W4", "RTN W4", "psnr", margin=3.0),  # the weight track's target: +3 dB
-    Claim("AdaRound W4 + time-aware A4/A6/A8", "AdaRound W4A8 static", "psnr"),
-    Claim("+ SmoothQuant", "AdaRound W4 + time-aware A4/A6/A8", "psnr"),
-)
-INPUTS = ("weights/rtn", "weights/adaround", "quant_config")  # the groups read, by path
-EVAL_VERSION = 3  # 2: seed splits, per-sample MSE and correctness; 3: SSIM, p10 PSNR, task scores
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """What `taq eval` renders for a store: its variants (name, `load_quantized` keywords;
+    None: FP), the claims the report checks, and the groups they read (by path)."""
+
+    variants: list[tuple[str, dict | None]]
+    claims: list[Claim]
+    inputs: list[str]
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.variants]
+
+
+def evaluation_plan(store: Store) -> EvaluationPlan:
+    """The variants: FP, then each installed weight method whose `weights/<method>` the
+    store holds (weights only, in registry order), then the activation variants on the last
+    of them (the most elaborate: AdaRound in a default run): its learned static scales if
+    it has them, the time-aware tiers, SmoothQuant. Claims: each method against RTN at its
+    width (by the method's `target_db`), and each activation step against the one before."""
+    methods = [m for m in weight_methods().values() if has_weights(store, m.name)]
+    if not methods:
+        raise StoreError(
+            f"{store.path} has no weights of an installed method: run `taq run` or a stage "
+            "command such as `taq-adaround rtn`"
+        )
+    variants: list[tuple[str, dict | None]] = [("FP", None)]
+    claims, inputs = [], [f"weights/{m.name}" for m in methods]
+    names = {}
+    for method in methods:
+        bits = grid_of(require_weights(store, method.name)).bits_w
+        names[method.name] = f"{method.label} W{bits}"
+        variants.append((names[method.name], {"weights": method.name, "act": "none"}))
+    if "rtn" in names:
+        claims += [
+            Claim(names[m.name], names["rtn"], "psnr", margin=m.target_db)
+            for m in methods
+            if m.name != "rtn"
+        ]
+    last = methods[-1]
+    grid = grid_of(require_weights(store, last.name))
+    timestep = f"{names[last.name]} + time-aware A4/A6/A8"
+    if has_quant_config(store):
+        inputs.append("quant_config")
+        variants.append((timestep, {"weights": last.name, "act": "timestep"}))
+        smooth = {"weights": last.name, "act": "timestep", "smoothquant": True}
+        variants.append(("+ SmoothQuant", smooth))
+        claims.append(Claim("+ SmoothQuant", timestep, "psnr"))
+    if grid.bits_a:
+        static = f"{names[last.name]}A{grid.bits_a} static"
+        variants.insert(len(methods) + 1, (static, {"weights": last.name, "act": "static"}))
+        if has_quant_config(store):
+            claims.insert(len(claims) - 1, Claim(timestep, static, "psnr"))
+    return EvaluationPlan(variants, claims, inputs)
+
+
+EVAL_VERSION = 4  # 2: seed splits, per-sample MSE and correctness; 3: SSIM, p10 PSNR, task
+# scores; 4: the variants from the store's weight methods
 
 
 @dataclass(frozen=True)
@@ -116,14 +162,14 @@ def _act_bits(store: Store, options: dict | None) -> float | None:
     if not options or options["act"] == "none":
         return None
     if options["act"] == "static":
-        return float(adaround_config_of(require_weights(store, "adaround")).bits_a)
+        return float(grid_of(require_weights(store, options["weights"])).bits_a)
     table = "sq_bits" if options.get("smoothquant") else "bits"
     return float(require_quant_config(store).read(table).mean())
 
 
-def input_identities(store: Store) -> dict[str, str]:
+def input_identities(store: Store, plan: EvaluationPlan) -> dict[str, str]:
     """The identities of the groups the evaluation reads (refuses missing or stale ones)."""
-    return {path: identity(store, path) for path in INPUTS}
+    return {path: identity(store, path) for path in plan.inputs}
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -160,14 +206,17 @@ def render_variant(
 
 def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[VariantResult]:
     """Every variant's row, FP first (the reference); resumes from `path`, then writes it."""
+    plan = evaluation_plan(store)
     record = {
         "config": config.to_json(),
         "config_hash": config_hash(config.to_json()),
-        "inputs": input_identities(store),
+        "inputs": input_identities(store, plan),
+        "variant_names": plan.names,
         "variants": {},
     }
     previous = load_eval(path)
-    if previous and all(previous.get(k) == record[k] for k in ("config_hash", "inputs")):
+    same = ("config_hash", "inputs", "variant_names")
+    if previous and all(previous.get(k) == record[k] for k in same):
         record["variants"] = previous["variants"]
     elif previous:
         log("   eval.json came from other artifacts or settings: evaluating again")
@@ -191,9 +240,9 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
     record["prompts"] = prompts
     real_features = digit_classifier.features(load_digit_images()[0]) if digits else None
     fp_images = None
-    done = sum(name in record["variants"] for name, _ in VARIANTS)
-    bar = progress(len(VARIANTS), "evaluate", unit="variant", initial=done)
-    for name, options in VARIANTS:
+    done = sum(name in record["variants"] for name in plan.names)
+    bar = progress(len(plan.variants), "evaluate", unit="variant", initial=done)
+    for name, options in plan.variants:
         if name in record["variants"]:
             if fp_images is None:
                 fp_images = np.array(record["variants"][name]["images"], dtype=np.uint8)
@@ -238,12 +287,13 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
         bar.update()
         log(f"   {name}: PSNR {result.psnr_db:.2f} dB, {seconds:.1f}s")
     bar.close()
-    return [VariantResult(**record["variants"][name]) for name, _ in VARIANTS]
+    return [VariantResult(**record["variants"][name]) for name in plan.names]
 
 
 def read_results(path: Path) -> list[VariantResult] | None:
     """The variants of a finished `eval.json`, or None when it is absent or partial."""
     record = load_eval(path)
-    if not record or any(name not in record["variants"] for name, _ in VARIANTS):
+    names = (record or {}).get("variant_names")
+    if not names or any(name not in record["variants"] for name in names):
         return None
-    return [VariantResult(**record["variants"][name]) for name, _ in VARIANTS]
+    return [VariantResult(**record["variants"][name]) for name in names]

@@ -1,6 +1,7 @@
 """`taq run`'s artifact stages: each resumed if partial, skipped if complete, refused if stale.
 
-calib -> (adaround cache -> optimize) and (actstats collect -> analyze). A stage is a list of
+calib -> (block I/O cache -> one stage per weight method: `--weights`, default every installed
+method, `taq_run.weight_methods`) and (actstats collect -> analyze). A stage is a list of
 store groups plus the config each of them must record, built by the stage's own constructor
 (the config its package records); its state is `Store.state` of those groups (missing /
 partial / complete / stale, the one place taq decides it), so resuming after a kill and
@@ -13,6 +14,7 @@ runs `analyze` and records the timings (`taq_run.writers`).
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,7 +23,7 @@ from pathlib import Path
 from taq_actstats.analyze import analyze_stats
 from taq_actstats.collect import CollectConfig, collect_stats
 from taq_adaround.blockio import CacheConfig, cache_block_io
-from taq_adaround.optimize import optimize_blocks
+from taq_adaround.optimize import quantize_blocks
 from taq_calib.calibration import CalibConfig, calib_config, calibrate
 from taq_calib.cli import read_prompts
 from taq_io import COMPLETE, MISSING, PARTIAL, STALE, Store, StoreError, local_parent, store_stem
@@ -31,9 +33,10 @@ from taq_pipeline.seeds import check_eval_samples
 from taq_run import writers
 from taq_run.quant_config import AnalyzeConfig, TierRule, analyze_config
 from taq_run.runs import model_identity, refuse_other_model
-from taq_run.weights import METHODS, AdaRoundConfig, recorded_config
+from taq_run.weight_methods import WeightMethod, parse_methods, weight_methods
+from taq_run.weights import GridConfig, recorded_config
 from taq_runtime import ranks
-from taq_runtime.cli import at_least, config_from_flags
+from taq_runtime.cli import at_least, config_from_flags, config_from_given
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,7 @@ class RunConfig:
     num_steps: int | None = None  # None: the preset's default (30 for tiny-digits)
     cfg: float | None = None  # None: the preset's default
     cache_stride: int = 3
-    iters: int = 1000
-    batch_size: int = 16
-    bits_w: int = 4
-    bits_a: int = 8
-    group_size: int = 64
-    scale_method: str = AdaRoundConfig.scale_method  # taq-adaround optimize's, same defaults
-    lr: float = AdaRoundConfig.lr
-    lr_act: float = AdaRoundConfig.lr_act
-    reg_weight: float = AdaRoundConfig.reg_weight
-    bias_correction: bool = AdaRoundConfig.bias_correction
+    weights: str | None = None  # comma-separated weight methods; None: every installed one
     recipe: str = AnalyzeConfig.recipe  # taq-actstats' recipe: names the defaults of rule,
     rule: str | None = None  # range_margin and static_cap (None: the recipe's)
     target_db: float = TierRule.target_db  # taq-actstats' tier rule and its defaults
@@ -77,6 +71,8 @@ class RunConfig:
     eval_split: str = "heldout"  # seeds.py: the report's numbers come from held-out seeds
     seed: int = 0
     overwrite: bool = False
+    # the weight methods' flags given (field -> value); the rest keep each config's default
+    method_flags: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -94,15 +90,18 @@ class RunConfig:
         steps = self.num_steps if self.num_steps is not None else self.cache_stride
         config_from_flags(CalibConfig, self, prompts=prompts, num_steps=steps, cfg=self.cfg or 0.0)
         CacheConfig(stride=self.cache_stride)
-        self.adaround_config  # noqa: B018 - built to be checked
+        self.weight_configs  # noqa: B018 - built to be checked
         CollectConfig()
         self.analyze_config  # noqa: B018
         self.model_options  # noqa: B018 - sizes check themselves
 
     @property
-    def adaround_config(self) -> AdaRoundConfig:
-        """taq-adaround's own constructor, from the flags of the same names."""
-        return config_from_flags(AdaRoundConfig, self)
+    def weight_configs(self) -> dict[str, tuple[WeightMethod, GridConfig]]:
+        """Each chosen method with its config: its own constructor, from the flags given
+        (the run's `--seed` where it has one)."""
+        names = parse_methods(self.weights) if self.weights else tuple(weight_methods())
+        methods = weight_methods()
+        return {name: (methods[name], method_config(methods[name], self)) for name in names}
 
     @property
     def model_options(self) -> ModelOptions:
@@ -113,6 +112,12 @@ class RunConfig:
         """taq-actstats' own constructor, from the flags of the same names (None: the
         recipe's default)."""
         return analyze_config(self)
+
+
+def method_config(method: WeightMethod, run: RunConfig) -> GridConfig:
+    """`method`'s config from the flags `run` was given, its own defaults for the rest."""
+    seed = {"seed": run.seed} if "seed" in method.flags() else {}
+    return config_from_given(method.config, argparse.Namespace(**run.method_flags), **seed)
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,6 @@ def build_stages(config: RunConfig, handle: ModelHandle, store: Store) -> list[S
     calib = calib_config(config, handle, _prompts(config, handle))
     cache = CacheConfig(stride=config.cache_stride)
     blocks = block_names(handle.mmdit)
-    ada = config.adaround_config
     collect, analyze = CollectConfig(), config.analyze_config
     return [
         Stage(
@@ -172,16 +176,21 @@ def build_stages(config: RunConfig, handle: ModelHandle, store: Store) -> list[S
             lambda o: calibrate(handle, store, calib, overwrite=o),
         ),
         Stage(
-            "adaround cache",
+            "blockio cache",
             "taq-adaround cache",
             {f"blockio/{b}": cache.to_json() for b in blocks},
             lambda o: cache_block_io(handle, store, cache, overwrite=o),
         ),
-        Stage(
-            "adaround optimize",
-            "taq-adaround optimize",
-            {f"weights/{m}": recorded_config(ada, blocks, m) for m in METHODS},
-            lambda o: optimize_blocks(handle, store, ada, overwrite=o),
+        *(
+            Stage(
+                f"weights {name}",
+                method.command,
+                {f"weights/{name}": recorded_config(method_config_, blocks, name)},
+                lambda o, m=method, c=method_config_: quantize_blocks(
+                    handle, store, m, c, overwrite=o
+                ),
+            )
+            for name, (method, method_config_) in config.weight_configs.items()
         ),
         Stage(
             "actstats collect",

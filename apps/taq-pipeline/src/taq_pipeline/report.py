@@ -1,6 +1,6 @@
 """`report.md` (variant table first), `report.json` (every number) and PNG plots.
 
-Reads the evaluation (`eval.json`), the per-block AdaRound/RTN errors (`weights` groups), the
+Reads the evaluation (`eval.json`), each weight method's per-block errors (`weights` groups), the
 activation tiers (`quant_config`) and the stage timings (the store's root record); computes
 nothing expensive, so `taq report` can be rerun at will.
 """
@@ -20,10 +20,11 @@ import numpy as np  # noqa: E402
 from taq_actstats.plots import plot_all, plot_data  # noqa: E402
 from taq_actstats.temporal import require_temporal, temporal_record  # noqa: E402
 from taq_io import MISSING, Store  # noqa: E402
-from taq_pipeline.evaluate import CLAIMS  # noqa: E402
+from taq_pipeline.evaluate import evaluation_plan  # noqa: E402
 from taq_pipeline.intervals import Interval, evaluation_intervals  # noqa: E402
 from taq_run.quant_config import TierRule, analyze_config_of, require_quant_config  # noqa: E402
-from taq_run.weights import adaround_config_of, require_weights
+from taq_run.weight_methods import weight_methods  # noqa: E402
+from taq_run.weights import grid_of, has_weights, read_block_errors, require_weights  # noqa: E402
 from taq_runtime.doctor import environment_report  # noqa: E402
 
 NOTE = (
@@ -57,20 +58,27 @@ def _finite(value):
     return value
 
 
-def block_rows(store: Store) -> list[dict]:
-    ada, rtn = require_weights(store, "adaround"), require_weights(store, "rtn")
-    names = ada.read("block_names").tolist()
-    ada_mse, rtn_mse, seconds = ada.read("mse"), rtn.read("mse"), ada.read("seconds")
-    return [
-        {
-            "block": name,
-            "rtn_mse": float(rtn_mse[i]),
-            "adaround_mse": float(ada_mse[i]),
-            "ratio": float(ada_mse[i] / max(rtn_mse[i], 1e-30)),
-            "seconds": float(seconds[i]),
-        }
-        for i, name in enumerate(names)
-    ]
+def method_rows(store: Store) -> list[dict]:
+    """One row per weight method the store holds (registry order): its per-block output
+    MSE on the cached samples, round-to-nearest's on the same grid, and its seconds."""
+    rows = []
+    for method in weight_methods().values():
+        if not has_weights(store, method.name):
+            continue
+        group = require_weights(store, method.name)
+        blocks = read_block_errors(group)
+        rows.append(
+            {
+                "method": method.name,
+                "label": method.label,
+                "bits_w": grid_of(group).bits_w,
+                "blocks": blocks,
+                "mse": float(np.mean([b["mse"] for b in blocks.values()])),
+                "rtn_mse": float(np.mean([b["rtn_mse"] for b in blocks.values()])),
+                "seconds": float(sum(b["seconds"] for b in blocks.values())),
+            }
+        )
+    return rows
 
 
 def tier_tables(store: Store) -> dict:
@@ -140,16 +148,14 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
     """Write report.md, report.json and the plots into `out`; return report.md's path."""
     out.mkdir(parents=True, exist_ok=True)
     env = environment_report()
-    blocks, tiers, timings = block_rows(store), tier_tables(store), store.timings()
+    methods, tiers, timings = method_rows(store), tier_tables(store), store.timings()
     evaluation = {
         "seconds": sum(r.seconds for r in results),
         "outcome": "computed",
         "groups": [],
     }
     timings = {**timings, "evaluate": evaluation}
-    stats = evaluation_intervals(results, CLAIMS)
-    bits_w = adaround_config_of(require_weights(store, "adaround")).bits_w
-    shown = _namer(bits_w)
+    stats = evaluation_intervals(results, evaluation_plan(store).claims)
     seeds = eval_record["seeds"]
     data = {
         "store": str(store.path),
@@ -158,7 +164,7 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         "intervals": stats,
         "environment": env.as_dict(),
         "variants": [r.row() for r in results],
-        "blocks": blocks,
+        "weight_methods": methods,
         "tiers": tiers,
         "timings": timings,
         "note": NOTE,
@@ -169,7 +175,7 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
     if temporal is not None:
         (out / "temporal.json").write_text(json.dumps(_finite(temporal), indent=2))
     _plot_samples(out / "samples.png", results, eval_record.get("prompts"))
-    _plot_blocks(out / "block_mse.png", blocks)
+    _plot_blocks(out / "block_mse.png", methods)
     _plot_quality(out / "quality_vs_bits.png", results)
     _plot_tiers(out / "tiers.png", tiers)
     samples = eval_record["config"]["samples"]
@@ -195,11 +201,11 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         mse = Interval(**row["mse"]).describe(".3g")
         accuracy = _percent(Interval(**row["accuracy"])) if "accuracy" in row else _fmt(None, "")
         lines.append(
-            f"| {shown(r.name)} | {psnr} | {mse} | {accuracy} | {_fmt(r.frechet, '.2f')} | "
+            f"| {r.name} | {psnr} | {mse} | {accuracy} | {_fmt(r.frechet, '.2f')} | "
             f"{r.weight_bytes / 1024:.1f} | {_fmt(r.act_bits, '.2f', 'fp32')} | "
             f"{r.seconds:.1f} |"
         )
-    lines += ["", *fidelity_table(results, shown)]
+    lines += ["", *fidelity_table(results)]
     lines += [
         "",
         "Claims, each a paired comparison on the same seeds (met only when the whole interval "
@@ -225,18 +231,35 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
         "",
         "![samples per variant](samples.png)",
         "",
-        "## AdaRound vs RTN per block",
+        "## Weight methods",
         "",
-        f"Block output MSE vs FP on the cached calibration samples (same W{bits_w} grid).",
+        "Block output MSE vs FP on the cached calibration samples, mean over blocks, and "
+        "round-to-nearest's on each method's own grid; stage time from this run's timings "
+        "(wall; the methods' own seconds summed over blocks where the stage was skipped).",
         "",
-        "| block | RTN MSE | AdaRound MSE | AdaRound / RTN | optimize time (s) |",
-        "|---|---|---|---|---|",
+        "| method | weights | block MSE | RTN MSE (same grid) | ratio | stage time (s) |",
+        "|---|---|---|---|---|---|",
     ]
+    for m in methods:
+        stage = timings.get(f"weights {m['method']}", {})
+        seconds = stage.get("seconds") or m["seconds"]
+        lines.append(
+            f"| {m['label']} | W{m['bits_w']} | {m['mse']:.4g} | {m['rtn_mse']:.4g} | "
+            f"{m['mse'] / max(m['rtn_mse'], 1e-30):.3f} | {seconds:.1f} |"
+        )
     lines += [
-        f"| {b['block']} | {b['rtn_mse']:.4g} | {b['adaround_mse']:.4g} | {b['ratio']:.3f} | "
-        f"{b['seconds']:.1f} |"
-        for b in blocks
+        "",
+        "Per block (MSE / seconds):",
+        "",
+        "| block | " + " | ".join(m["label"] for m in methods) + " |",
+        "|---|" + "---|" * len(methods),
     ]
+    for block in methods[0]["blocks"] if methods else []:
+        cells = [
+            f"{m['blocks'][block]['mse']:.4g} / {m['blocks'][block]['seconds']:.1f}s"
+            for m in methods
+        ]
+        lines.append(f"| {block} | " + " | ".join(cells) + " |")
     rule = tiers["rule"]
     lines += [
         "",
@@ -286,13 +309,7 @@ def write_report(store: Store, out: Path, results, eval_record: dict, config: di
     return path
 
 
-def _namer(bits_w: int):
-    """Variant names as the report shows them: the eval keys say W4, the store may hold
-    other weight bits (`--bits-w`)."""
-    return lambda name: name.replace("W4", f"W{bits_w}")
-
-
-def fidelity_table(results, shown=str) -> list[str]:
+def fidelity_table(results) -> list[str]:
     """SSIM and worst-case PSNR per variant, and the task metric's attributes if any."""
     attributes = list(results[0].attributes or {})
     header = ["variant", "SSIM vs FP", "worst-case PSNR (10th pct., dB)", *attributes]
@@ -300,7 +317,7 @@ def fidelity_table(results, shown=str) -> list[str]:
     for r in results:
         fp = r is results[0]
         cells = [
-            shown(r.name),
+            r.name,
             "1" if fp else _fmt(r.ssim, ".4f"),
             "inf" if fp else _fmt(r.psnr_p10_db, ".2f"),
             *(_fmt((r.attributes or {}).get(a), ".1%") for a in attributes),
@@ -336,7 +353,7 @@ def _plot_samples(path: Path, results, prompts: list[str] | None = None) -> None
                 ax.imshow(images[col, ..., 0], cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([])
             ax.set_yticks([])
-        label = r.name.replace(" + ", "\n+ ").replace("W4A8 static", "W4A8\nstatic")
+        label = r.name.replace(" + ", "\n+ ").replace(" static", "\nstatic")
         axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     for col in range(columns if prompts else 0):
         words = prompts[col].split(" ")
@@ -349,18 +366,21 @@ def _plot_samples(path: Path, results, prompts: list[str] | None = None) -> None
     plt.close(fig)
 
 
-def _plot_blocks(path: Path, blocks) -> None:
+def _plot_blocks(path: Path, methods: list[dict]) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
-    x = np.arange(len(blocks))
-    ax.bar(x - 0.2, [b["rtn_mse"] for b in blocks], 0.4, label="RTN W4")
-    ax.bar(x + 0.2, [b["adaround_mse"] for b in blocks], 0.4, label="AdaRound W4")
-    for i, b in enumerate(blocks):
-        ax.annotate(
-            f"x{b['ratio']:.2f}", (i + 0.2, b["adaround_mse"]), ha="center", va="bottom", fontsize=8
+    names = list(methods[0]["blocks"]) if methods else []
+    x = np.arange(len(names))
+    width = 0.8 / max(len(methods), 1)
+    for i, m in enumerate(methods):
+        ax.bar(
+            x + (i - (len(methods) - 1) / 2) * width,
+            [m["blocks"][b]["mse"] for b in names],
+            width,
+            label=f"{m['label']} W{m['bits_w']}",
         )
-    ax.set_xticks(x, [b["block"] for b in blocks])
+    ax.set_xticks(x, names)
     ax.set_ylabel("block output MSE vs FP")
-    ax.set_title("per-block reconstruction error (label: AdaRound / RTN)")
+    ax.set_title("per-block reconstruction error, by weight method")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -376,7 +396,7 @@ def _plot_quality(path: Path, results) -> None:
     ax.set_xticks([4, 6, 8, 16, 32], ["4", "6", "8", "16", "32 (float)"])
     ax.set_xlabel("average activation bits")
     ax.set_ylabel("PSNR vs FP (dB), higher is better")
-    ax.set_title("quality vs activation bits (all with W4 weights)")
+    ax.set_title("quality vs activation bits")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

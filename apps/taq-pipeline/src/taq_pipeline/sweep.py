@@ -3,9 +3,12 @@
 Points, each evaluated on the same prompts and seeds as `taq eval` (PSNR vs FP; on
 tiny-digits the digit accuracy):
 
-- weights: RTN and AdaRound at each `--weight-bits` (activations in float), one sibling store
-  per width holding the run's calib and block cache (`w{bits}.zarr`), optimized there;
-- activations: the run's AdaRound weights with the activation plan of
+- weights: every weight method of the run (RTN, GPTQ, AdaRound, ...) at each `--weight-bits`
+  (activations in float), one sibling store per width holding the run's calib and block cache
+  (`w{bits}.zarr`), quantized there with the config the run recorded for the method, its bits
+  replaced (and any method flag given to the sweep, e.g. `--iters`);
+- activations: the run's last weight method's weights (AdaRound's in a default run) with the
+  activation plan of
   `taq-actstats analyze --avg-bits B --plan P --recipe R` for every budget, plan and recipe,
   analyzed in turn into one sibling store (`activations.zarr`: the run's calib, block cache,
   actstats and weights) and evaluated there; and, as the naive baseline, the run's RTN
@@ -22,7 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import matplotlib
@@ -33,8 +36,7 @@ import numpy as np  # noqa: E402
 
 from taq_actstats.analyze import analyze_stats  # noqa: E402
 from taq_adaround.blockio import require_blockio  # noqa: E402
-from taq_adaround.optimize import optimize_blocks  # noqa: E402
-from taq_adaround.reconstruct import AdaRoundConfig  # noqa: E402
+from taq_adaround.optimize import quantize_blocks  # noqa: E402
 from taq_io import Store, StoreError, config_hash, is_url, local_parent, store_stem  # noqa: E402
 from taq_model.presets import load_preset  # noqa: E402
 from taq_pipeline.evaluate import EvalConfig, _write_json, load_eval, render_variant  # noqa: E402
@@ -53,7 +55,14 @@ from taq_pipeline.tasks import LABELS, mean_of_given, task_metrics, task_scores 
 from taq_quant import check_exportable  # noqa: E402
 from taq_run.calib import calib_config_of, require_calib  # noqa: E402
 from taq_run.quant_config import PLANS, RECIPES, AnalyzeConfig, require_quant_config  # noqa: E402
-from taq_run.weights import adaround_config_of, require_weights  # noqa: E402
+from taq_run.weight_methods import WeightMethod, weight_methods  # noqa: E402
+from taq_run.weights import (  # noqa: E402
+    GridConfig,
+    block_names_of,
+    config_of,
+    has_weights,
+    require_weights,
+)
 from taq_runtime.fidelity import (  # noqa: E402
     PSNR_CAP,
     WORST_PERCENTILE,
@@ -63,10 +72,10 @@ from taq_runtime.fidelity import (  # noqa: E402
     psnr_from_mse,
 )
 
-SWEEP_VERSION = 2  # 2: per-sample MSE, SSIM and task scores (intervals)
+SWEEP_VERSION = 3  # 2: per-sample MSE, SSIM and task scores (intervals); 3: every method
 WEIGHT_GROUPS = ("calib", "blockio")
 ACTIVATION_GROUPS = ("calib", "blockio", "actstats", "weights")  # weights need their blockio
-BASE_INPUTS = ("calib", "actstats", "weights/adaround", "weights/rtn")  # what points are made of
+VARIED = ("bits_w", "bits_a", "seed")  # what the sweep sets itself, not a method flag
 RTN_SUFFIX = ", RTN weights"  # an activation point's name with the run's RTN weights
 
 
@@ -76,10 +85,10 @@ class SweepConfig:
     avg_bits: tuple[float, ...] = (8.0, 6.0, 5.0, 4.0)
     plans: tuple[str, ...] = ("static", "time-aware")
     recipes: tuple[str, ...] = ("taq", "taq-dit")
-    iters: int = 1000  # AdaRound iterations per block at each weight width
-    batch_size: int = 16
     eval_samples: int = 40
     split: str = "heldout"
+    # method flags given to the sweep (field -> value), over the run's recorded configs
+    method_flags: dict = field(default_factory=dict)
     version: int = SWEEP_VERSION
 
     def __post_init__(self) -> None:
@@ -92,8 +101,9 @@ class SweepConfig:
         for bits in self.avg_bits:
             AnalyzeConfig(avg_bits=bits)  # refuses budgets outside 4..8
         for bits in self.weight_bits:
-            check_exportable(bits, AdaRoundConfig.group_size, bits_flag="--weight-bits")
-            AdaRoundConfig(iters=self.iters, batch_size=self.batch_size, bits_w=bits)
+            check_exportable(bits, GridConfig().group_size, bits_flag="--weight-bits")
+        for method in weight_methods().values():  # each method checks the flags it has
+            method_flags(method, self.method_flags)
         check_eval_samples(self.eval_samples)
         if self.split not in SPLITS:
             raise ValueError(f"--split {self.split!r} is unknown: pick one of {', '.join(SPLITS)}")
@@ -111,22 +121,35 @@ class Point:
     store: str | None  # the sibling store's directory name; None: FP
     options: dict | None  # load_quantized's keywords; None: FP
     weight_bits: int | None = None
-    method: str | None = None  # RTN | AdaRound
+    method: str | None = None  # a weight method's name (rtn, gptq, adaround, ...)
     avg_bits: float | None = None
     plan: str | None = None
     recipe: str | None = None
 
 
-def sweep_points(config: SweepConfig) -> list[Point]:
+def method_flags(method: WeightMethod, given: dict) -> dict:
+    """The flags in `given` that `method`'s config has (checked by building it)."""
+    own = {k: v for k, v in given.items() if k in method.flags() and k not in VARIED}
+    method.config(**own)
+    return own
+
+
+def sweep_points(config: SweepConfig, methods: list[WeightMethod]) -> list[Point]:
+    """FP, each of `methods` (the run's) at each weight width, then the activation points
+    on the last method's weights (and, under static plans, RTN's)."""
     points = [Point("FP", None, None)]
     for bits in config.weight_bits:
-        for method, weights in (("RTN", "rtn"), ("AdaRound", "adaround")):
-            options = {"weights": weights, "act": "none"}
-            points.append(Point(f"{method} W{bits}", f"w{bits}.zarr", options, bits, method))
+        for method in methods:
+            options = {"weights": method.name, "act": "none"}
+            name = f"{method.label} W{bits}"
+            points.append(Point(name, f"w{bits}.zarr", options, bits, method.name))
+    names = [m.name for m in methods]
     for recipe in config.recipes:
         for plan in config.plans:
             for avg in config.avg_bits:
-                weights = ("adaround", "rtn") if plan == "static" else ("adaround",)
+                weights = [names[-1]]
+                if plan == "static" and "rtn" in names and names[-1] != "rtn":
+                    weights.append("rtn")
                 for method in weights:
                     name = f"{recipe} {plan} A{avg:g}" + (RTN_SUFFIX if method == "rtn" else "")
                     points.append(
@@ -172,15 +195,13 @@ def _sibling(base: Store, out: Path, name: str, groups: tuple[str, ...]) -> Stor
 def _prepare(base: Store, out: Path, point: Point, config: SweepConfig, handle) -> Store:
     if point.weight_bits is not None:
         store = _sibling(base, out, point.store, WEIGHT_GROUPS)
-        ada = adaround_config_of(require_weights(base, "adaround"))
-        grid = AdaRoundConfig(
-            iters=config.iters,
-            batch_size=config.batch_size,
-            bits_w=point.weight_bits,
-            bits_a=0,  # the weight track alone: activations stay float here
-            group_size=ada.group_size,
-        )
-        optimize_blocks(handle, store, grid)  # resumes at the first unfinished block
+        method = weight_methods()[point.method]
+        recorded = config_of(require_weights(base, method.name), method.config)
+        varied = {"bits_w": point.weight_bits}
+        if "bits_a" in method.flags():
+            varied["bits_a"] = 0  # the weight track alone: activations stay float here
+        grid = replace(recorded, **method_flags(method, config.method_flags), **varied)
+        quantize_blocks(handle, store, method, grid)  # resumes at the first unfinished block
         return store
     store = _sibling(base, out, point.store, ACTIVATION_GROUPS)
     analyze = AnalyzeConfig.for_recipe(point.recipe, avg_bits=point.avg_bits, plan=point.plan)
@@ -193,9 +214,13 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
     base = None if is_url(store_path) else Store.open(store_path)
     if base is None or not Path(base.path).is_dir():
         raise StoreError(f"taq sweep copies groups on disk: {store_path} must be a local store")
-    for path in BASE_INPUTS:
+    methods = [m for m in weight_methods().values() if has_weights(base, m.name)]
+    if not methods:
+        raise StoreError(f"{store_path} has no weights of an installed method: finish `taq run`")
+    base_inputs = ["calib", "actstats", *(f"weights/{m.name}" for m in methods)]
+    for path in base_inputs:
         require(base, *path.split("/"))
-    require_blockio(base, require_weights(base, "adaround").read("block_names")[0])
+    require_blockio(base, block_names_of(require_weights(base, methods[0].name))[0])
     out = sweep_dir(base.path)
     out.mkdir(parents=True, exist_ok=True)
     calib = calib_config_of(require_calib(base))
@@ -213,7 +238,7 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
         "eval": evaluation.to_json(),
         "base": {
             k: require(base, k, n or None).identity()
-            for k, _, n in (path.partition("/") for path in BASE_INPUTS)
+            for k, _, n in (path.partition("/") for path in base_inputs)
         },
     }
     record["config_hash"] = config_hash({k: record[k] for k in ("config", "eval", "base")})
@@ -237,7 +262,7 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
     tasks = task_metrics(evaluation.model)
     reference = None
     fp_path = out / "fp_images.npy"
-    points = sweep_points(config)
+    points = sweep_points(config, methods)
     already = [p.name for p in points if p.name in points_done]
     if already:
         log(f"   {len(already)} of {len(points)} points already done: {', '.join(already)}")
@@ -245,9 +270,10 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
     for point in sorted(points, key=lambda p: p.weight_bits is not None):
         if point.name in points_done and (point.options is not None or fp_path.exists()):
             continue
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         store = None if point.store is None else _prepare(base, out, point, config, handle)
         prepare_seconds = time.perf_counter() - start
+        prepare_cpu_seconds = time.process_time() - start_cpu  # every thread of this process
         latents, images, _, seconds = render_variant(
             evaluation, store, point.options, prompts, seeds
         )
@@ -264,6 +290,7 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
             "act_bits_measured": act_bits,
             "seconds": seconds,
             "prepare_seconds": prepare_seconds,
+            "prepare_cpu_seconds": prepare_cpu_seconds,
         }
         record["points"][point.name] = row
         _write_json(path, record)
@@ -314,15 +341,16 @@ def point_intervals(row: dict) -> dict[str, Interval]:
 
 
 def sweep_claims(points: list[Point], tasks: tuple[str, ...]) -> list[Claim]:
-    """The paired comparisons the sweep reports: AdaRound vs RTN at each weight width and,
-    under static activations, at each budget and recipe; time-aware vs static at each budget
-    and recipe; taq vs taq-dit at each budget and plan; on PSNR and on the preset's first
-    task metric."""
+    """The paired comparisons the sweep reports: each method vs RTN at each weight width
+    and, under static activations, the run's last method vs RTN at each budget and recipe;
+    time-aware vs static at each budget and recipe; taq vs taq-dit at each budget and plan;
+    on PSNR and on the preset's first task metric."""
     names = {p.name for p in points}
+    rtn = {p.weight_bits: p.name for p in points if p.method == "rtn"}
     pairs = []
     for p in points:
-        if p.method == "AdaRound":
-            pairs.append((p.name, f"RTN W{p.weight_bits}"))
+        if p.weight_bits is not None and p.method != "rtn" and p.weight_bits in rtn:
+            pairs.append((p.name, rtn[p.weight_bits]))
         elif p.plan == "time-aware":
             pairs.append((p.name, p.name.replace("time-aware", "static")))
         elif p.name.endswith(RTN_SUFFIX):
@@ -357,8 +385,8 @@ def write_sweep_report(out: Path, record: dict, points: list[Point], tasks: tupl
         "![quality vs average activation bits](quality_vs_activation_bits.png)",
         "",
         "| point | weight bits | average activation bits | PSNR vs FP (dB) | p10 PSNR (dB) | "
-        f"SSIM |{task_heads} seconds |",
-        "|---|---|---|---|---|---|" + "---|" * len(tasks) + "---|",
+        f"SSIM |{task_heads} seconds | preparation: wall / CPU (s) |",
+        "|---|---|---|---|---|---|" + "---|" * len(tasks) + "---|---|",
     ]
     for row in rows:
         stats = intervals[row["name"]]
@@ -371,7 +399,11 @@ def write_sweep_report(out: Path, record: dict, points: list[Point], tasks: tupl
             *(stats[t].describe(".3f") if t in stats else "-" for t in tasks),
         ]
         seconds = row["prepare_seconds"] + row["seconds"]
-        lines.append(f"| {row['name']} | {weight} | {act} | {' | '.join(cells)} | {seconds:.1f} |")
+        prepare = f"{row['prepare_seconds']:.1f} / {row.get('prepare_cpu_seconds', 0):.1f}"
+        lines.append(
+            f"| {row['name']} | {weight} | {act} | {' | '.join(cells)} | {seconds:.1f} | "
+            f"{prepare} |"
+        )
     per_sample = {
         row["name"]: {
             "mse": row["sample_mse"],
@@ -451,10 +483,11 @@ def _plot_frontier(
 
 
 def _plot_weights(path: Path, rows: list[dict], intervals: dict, tasks: tuple) -> None:
-    series = {
-        method: [(r["weight_bits"], r) for r in rows if r["method"] == method]
-        for method in ("RTN", "AdaRound")
-    }
+    series = {}
+    for r in rows:
+        if r["weight_bits"] is not None:
+            label = r["name"].rsplit(" W", 1)[0]
+            series.setdefault(label, []).append((r["weight_bits"], r))
     title = "quality vs weight bits (float activations)"
     _plot_frontier(path, rows, intervals, series, tasks, title, "weight bits")
 
@@ -467,5 +500,5 @@ def _plot_activations(path: Path, rows: list[dict], intervals: dict, tasks: tupl
                 RTN_SUFFIX if r["name"].endswith(RTN_SUFFIX) else ""
             )
             series.setdefault(label, []).append((r["act_bits_measured"], r))
-    title = "quality vs average activation bits (the run's AdaRound weights, or RTN where named)"
+    title = "quality vs average activation bits (the run's last method's weights, or RTN's)"
     _plot_frontier(path, rows, intervals, series, tasks, title, "average activation bits")

@@ -358,10 +358,10 @@ def _weight_arrays() -> dict[str, ArraySpec]:
 WEIGHTS = GroupSpec(
     kind="weights",
     version=1,
-    command="taq-adaround optimize",
+    command="taq-adaround optimize",  # AdaRound's; each method has its own (`taq-adaround --help`)
     doc=(
-        "Quantized weights in MLX's affine QuantizedLinear format, one named group per method "
-        "(`weights/adaround`, `weights/rtn`), one unit per block."
+        "Quantized weights in MLX's affine QuantizedLinear format, one named group per weight "
+        "method (`weights/rtn`, `weights/gptq`, `weights/adaround`, ...), one unit per block."
     ),
     unit="block",
     named=True,

@@ -117,6 +117,56 @@ def config_from_flags(cls: type[Config], flags: Any, **overrides: Any) -> Config
     return cls(**{**values, **overrides})
 
 
+def add_config_flags(
+    parser: argparse.ArgumentParser, configs: Iterable[type], skip: Iterable[str] = ()
+) -> list[str]:
+    """One flag per field of the dataclasses `configs` (`--bits-w` for `bits_w`), its help
+    from the field's `metadata["help"]`, so a config's flags are declared once, beside its
+    fields. With one config a flag defaults to the field's default; a field several configs
+    share is one flag defaulting to None, which keeps each config's own default (shown in
+    the help). Returns the field names added."""
+    configs = list(configs)
+    skip = set(skip)
+    seen: dict[str, list] = {}
+    for cls in configs:
+        for item in dataclasses.fields(cls):
+            if item.init and item.name not in skip:
+                seen.setdefault(item.name, []).append((cls, item))
+    for name, owners in seen.items():
+        item = owners[0][1]
+        defaults = {cls.__name__: owner.default for cls, owner in owners}
+        if len(configs) == 1:
+            default, shown = item.default, f"{item.default}"
+        else:
+            default = None
+            values = set(map(repr, defaults.values()))
+            shown = (
+                f"{item.default}"
+                if len(values) == 1
+                else "; ".join(f"{cls}: {value}" for cls, value in defaults.items())
+            )
+        text = f"{item.metadata.get('help', '')} [{shown}]"
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(item.default, bool):
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=text
+            )
+        else:
+            parser.add_argument(flag, type=type(item.default), default=default, help=text)
+    return list(seen)
+
+
+def config_from_given(cls: type[Config], flags: Any, **overrides: Any) -> Config:
+    """`cls(...)` from the attributes of `flags` named like its fields that were given (not
+    None: `add_config_flags`' shared flags), its own defaults for the rest; `overrides` win."""
+    values = {
+        field.name: getattr(flags, field.name)
+        for field in dataclasses.fields(cls)
+        if field.init and getattr(flags, field.name, None) is not None
+    }
+    return cls(**{**values, **overrides})
+
+
 def at_least(minimum: int, **flags: int | None) -> None:
     """Refuse (`ValueError`, naming the flag) any of `flags` (field name -> value; None: not
     given) below `minimum`: how every config checks its counts."""

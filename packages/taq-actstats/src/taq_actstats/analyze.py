@@ -39,11 +39,11 @@ from taq_actstats.smoothquant import (
 )
 from taq_actstats.temporal import temporal_arrays, write_temporal
 from taq_actstats.tiers import assign_bits, grid_scale
-from taq_io import MISSING, StageGroup, Store
+from taq_io import StageGroup, Store
 from taq_model.presets import ModelHandle
 from taq_model.taxonomy import get_layer
 from taq_run.quant_config import AnalyzeConfig, create_quant_config_group
-from taq_run.weights import adaround_config_of, require_weights
+from taq_run.weights import grid_of, has_weights, read_layers, require_weights
 
 PRODUCER = f"taq-actstats {version('taq-actstats')}"
 MOMENTUM = 0.95
@@ -80,25 +80,16 @@ def static_ranges(store: Store, names: list[str]) -> tuple[np.ndarray, str | Non
     identity; all NaN and None when the store has no `weights/adaround` with activation scales.
     """
     ranges = np.full(len(names), np.nan)
-    if store.state("weights", "adaround").state == MISSING:
+    if not has_weights(store, "adaround"):
         return ranges, None
     group = require_weights(store, "adaround")
-    bits_a = adaround_config_of(group).bits_a
+    bits_a = grid_of(group).bits_a
     if not bits_a:
         return ranges, None
     index = {name: i for i, name in enumerate(names)}
-    present = group.read("present")  # (block, stream, role)
-    blocks, streams = group.read("block_names").tolist(), group.read("stream_names").tolist()
-    for r, role in enumerate(group.read("role_names").tolist()):
-        scale = group.read(f"{role}_act_scale")  # (block, stream)
-        for b, block in enumerate(blocks):
-            for s, stream in enumerate(streams):
-                name = next(
-                    (n for n in index if n.startswith(f"{block}.{stream}.") and n.endswith(role)),
-                    None,
-                )
-                if present[b, s, r] and name is not None:
-                    ranges[index[name]] = scale[b, s] * (2 ** (bits_a - 1) - 1)
+    for name, layer in read_layers(group):
+        if name in index:
+            ranges[index[name]] = layer.act_scale * (2 ** (bits_a - 1) - 1)
     return ranges, group.identity()
 
 

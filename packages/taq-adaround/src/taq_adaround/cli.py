@@ -1,4 +1,6 @@
-"""`taq-adaround`: cache block I/O (`cache`) and learn AdaRound W4 rounding (`optimize`)."""
+"""`taq-adaround`: cache block I/O (`cache`), then quantize the weights with any installed
+weight method (`rtn`, `gptq`, `adaround`, ...: `taq_run.weight_methods`), one subcommand each,
+its flags generated from the method's config."""
 
 from __future__ import annotations
 
@@ -7,14 +9,21 @@ import sys
 import time
 
 from taq_adaround.blockio import CacheConfig, DataError, cache_block_io
-from taq_adaround.optimize import METHODS, optimize_blocks
-from taq_adaround.reconstruct import AdaRoundConfig
+from taq_adaround.optimize import quantize_blocks
 from taq_io import StoreError
 from taq_model.taxonomy import block_names
 from taq_run import writers
 from taq_run.runs import open_run
+from taq_run.weight_methods import WeightMethod, weight_methods
+from taq_run.weights import GridConfig
 from taq_runtime import ranks
-from taq_runtime.cli import UsageError, command_parser, config_from_flags, run_cli
+from taq_runtime.cli import (
+    UsageError,
+    add_config_flags,
+    command_parser,
+    config_from_flags,
+    run_cli,
+)
 
 
 def _blocks(text: str | None) -> tuple[str, ...] | None:
@@ -44,47 +53,34 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cache)
     cache.add_argument("--num-images", type=int, default=None, help="default: all calib images")
     cache.add_argument("--stride", type=int, default=1, help="every k-th stored calib step")
-    opt = sub.add_parser("optimize", help="learn W4 rounding block by block (+ RTN baseline)")
-    _common(opt)
-    defaults = AdaRoundConfig()
-    opt.add_argument("--iters", type=int, default=defaults.iters)
-    opt.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    opt.add_argument("--bits-w", type=int, default=defaults.bits_w)
-    opt.add_argument("--bits-a", type=int, default=defaults.bits_a, help="0: no act. quant")
-    opt.add_argument("--group-size", type=int, default=defaults.group_size)
-    opt.add_argument("--scale-method", choices=("minmax", "mse"), default=defaults.scale_method)
-    opt.add_argument("--lr", type=float, default=defaults.lr)
-    opt.add_argument("--lr-act", type=float, default=defaults.lr_act)
-    opt.add_argument("--reg-weight", type=float, default=defaults.reg_weight)
-    opt.add_argument(
-        "--bias-correction",
-        action="store_true",
-        help="Adam with bias correction (PyTorch's default, the reference's); MLX's is off",
-    )
-    opt.add_argument("--seed", type=int, default=defaults.seed)
-    opt.add_argument("--no-compile", action="store_true", help="run the train step eagerly")
+    for method in weight_methods().values():
+        stage = sub.add_parser(method.subcommand or method.name, help=method.summary)
+        _common(stage)
+        add_config_flags(stage, [method.config])
     return parser
 
 
-def _config(args: argparse.Namespace) -> CacheConfig | AdaRoundConfig:
+def _config(args: argparse.Namespace, method: WeightMethod | None) -> CacheConfig | GridConfig:
     """The command's config, built (and so checked) before the store is opened."""
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: pick one")
     _blocks(args.blocks)  # both commands' --blocks, checked before the store is opened
     try:
-        if args.command == "cache":
+        if method is None:
             return CacheConfig(args.num_images, args.stride, _blocks(args.blocks))
-        return config_from_flags(AdaRoundConfig, args)
+        return config_from_flags(method.config, args)
     except ValueError as err:
         raise UsageError(str(err)) from None
 
 
 def run(args: argparse.Namespace) -> int:
-    config = _config(args)
+    commands = {m.subcommand or m.name: m for m in weight_methods().values()}
+    method = commands.get(args.command)
+    config = _config(args, method)
     store, handle = open_run(args.store, local_ckpt=args.local_ckpt)
-    kind = "blockio" if args.command == "cache" else "weights"
+    kind = "blockio" if method is None else "weights"
 
-    names = block_names(handle.mmdit) if kind == "blockio" else METHODS
+    names = block_names(handle.mmdit) if method is None else [method.name]
     ranks.on_rank0(  # before any rank writes: every rank refuses alike
         lambda: writers.refuse_existing(
             store, args.store, kind, names, resume=args.resume, overwrite=args.overwrite
@@ -100,35 +96,35 @@ def run(args: argparse.Namespace) -> int:
                 f"{time.perf_counter() - start:.1f}s -> {args.store}/blockio"
             )
             return 0
-        result = optimize_blocks(
+        result = quantize_blocks(
             handle,
             store,
+            method,
             config,
             list(_blocks(args.blocks) or []) or None,
             overwrite=args.overwrite,
-            compile_step=not args.no_compile,
         )
     except DataError as err:
         raise UsageError(str(err)) from None
     except ValueError as err:
         raise UsageError(str(err)) from None
-    print_summary(result.rows)
+    print_summary(result.rows, method.label)
     print(
-        f"{ranks.tag()}weights: W{args.bits_w} (group {args.group_size}) -> "
-        f"{args.store}/weights/adaround, {args.store}/weights/rtn in "
-        f"{time.perf_counter() - start:.1f}s"
+        f"{ranks.tag()}weights: {method.label} W{config.bits_w} (group {config.group_size}) "
+        f"-> {args.store}/weights/{method.name} in {time.perf_counter() - start:.1f}s"
     )
     return 0
 
 
-def print_summary(rows: list[dict]) -> None:
+def print_summary(rows: list[dict], label: str) -> None:
     if not rows:
-        print(f"{ranks.tag()}every block was already optimised (nothing to do)")
+        print(f"{ranks.tag()}every block was already quantized (nothing to do)")
         return
-    print(f"{ranks.tag()}{'block':<8}{'RTN MSE':>12}{'AdaRound MSE':>14}{'ratio':>8}{'time':>9}")
+    head = f"{label} MSE"
+    print(f"{ranks.tag()}{'block':<8}{'RTN MSE':>12}{head:>14}{'ratio':>8}{'time':>9}")
     for row in rows:
         print(
-            f"{ranks.tag()}{row['block']:<8}{row['rtn_mse']:>12.4g}{row['adaround_mse']:>14.4g}"
+            f"{ranks.tag()}{row['block']:<8}{row['rtn_mse']:>12.4g}{row['mse']:>14.4g}"
             f"{row['ratio']:>8.3f}{row['seconds']:>8.1f}s"
         )
 

@@ -13,12 +13,14 @@ from typing import Literal
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from taq_model.taxonomy import LayerRef, get_module
 from taq_quant import (
     QuantGrid,
     WeightQuantConfig,
     activation_scale,
+    export_quantized_linear,
     fake_quant,
     floor_codes,
     hard_codes,
@@ -29,6 +31,7 @@ from taq_quant import (
     rtn_quantize,
     soft_quantize,
 )
+from taq_run.weights import PackedLayer
 
 Mode = Literal["soft", "hard", "rtn", "fp"]
 TRAINABLE = ("v", "act_scale")
@@ -105,3 +108,18 @@ def restore_linears(mmdit: nn.Module, refs: list[LayerRef], layers: dict[str, Ad
     for ref in refs:
         parent_path, attr = ref.path.rsplit(".", 1)
         setattr(get_module(mmdit, parent_path), attr, layers[ref.name]._original)
+
+
+def packed_layer(
+    ref: LayerRef, codes: mx.array, grid: QuantGrid, act_scale: float = 0.0
+) -> PackedLayer:
+    """`codes` on `grid` in MLX's QuantizedLinear layout, as the `weights` codec takes it."""
+    packed = export_quantized_linear(codes, grid)
+    return PackedLayer(
+        ref.stream,
+        ref.role,
+        np.array(packed.weight),
+        np.array(packed.scales),
+        np.array(packed.biases),
+        act_scale,
+    )

@@ -15,9 +15,11 @@ training, the block's GELU is one `mx.compile` fuses (`gelu.py`, within 5e-7 of 
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -26,7 +28,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from taq_adaround.gelu import fused_gelu
-from taq_adaround.layers import AdaRoundLinear, install_adaround, restore_linears
+from taq_adaround.layers import AdaRoundLinear, install_adaround, packed_layer, restore_linears
 from taq_model.blocks import (
     MODULATION_KEY,
     install_modulation,
@@ -36,8 +38,60 @@ from taq_model.blocks import (
 )
 from taq_model.taxonomy import LayerRef, block_layers, block_streams, get_block
 from taq_quant import RoundingSchedule, rounding_regularizer
-from taq_run.weights import AdaRoundConfig
-from taq_runtime.cli import progress
+from taq_run.weight_methods import WeightMethod
+from taq_run.weights import BlockWeights, GridConfig
+from taq_runtime.cli import at_least, progress
+
+
+@dataclass(frozen=True)
+class AdaRoundConfig(GridConfig):
+    """AdaRound's flags (`taq-adaround adaround`, `taq run`); checked when built, so a bad
+    flag is refused before any stage runs."""
+
+    bits_a: int = field(
+        default=8, metadata={"help": "static activation bits learned with the weights (0: none)"}
+    )
+    iters: int = field(default=1000, metadata={"help": "AdaRound iterations per block"})
+    batch_size: int = field(default=16, metadata={"help": "AdaRound batch size (samples)"})
+    lr: float = field(
+        default=1e-3, metadata={"help": "AdaRound: learning rate of the rounding variables"}
+    )
+    lr_act: float = field(
+        default=4e-5, metadata={"help": "AdaRound: learning rate of the activation scales"}
+    )
+    reg_weight: float = field(
+        default=0.01, metadata={"help": "AdaRound: weight of the rounding regulariser"}
+    )
+    warmup: float = field(
+        default=0.2, metadata={"help": "AdaRound: fraction of iterations without regulariser"}
+    )
+    beta_start: float = field(default=20.0, metadata={"help": "AdaRound: first exponent B"})
+    beta_end: float = field(default=2.0, metadata={"help": "AdaRound: last exponent B"})
+    bias_correction: bool = field(  # Adam's; MLX defaults to off, PyTorch (the reference) on
+        default=False,
+        metadata={"help": "AdaRound: Adam with bias correction (PyTorch's, the reference's)"},
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the batches (+ block index)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least(1, iters=self.iters, batch_size=self.batch_size)
+        for name in ("lr", "lr_act", "reg_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (value == 0 and name == "lr"):
+                low = "> 0" if name == "lr" else ">= 0"
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be finite and {low}, got {value}"
+                )
+        if self.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {self.seed}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"--warmup must be in [0, 1), got {self.warmup}")
+        if not 0 < self.beta_end <= self.beta_start:
+            raise ValueError(
+                f"--beta-end must be > 0 and at most --beta-start ({self.beta_start}), "
+                f"got {self.beta_end}"
+            )
 
 
 @dataclass
@@ -126,6 +180,25 @@ def block_mse(block, streams, data: BlockData, batch_size: int = 64) -> float:
     return total / len(data)
 
 
+@contextmanager
+def stream_modulation(block: nn.Module) -> Iterator[None]:
+    """Restore the block's modulation after `_forward` installed each batch's."""
+    saved = saved_modulation(block)
+    try:
+        yield
+    finally:
+        restore_modulation(block, saved)
+
+
+@contextmanager
+def restoring(mmdit: nn.Module, refs: list[LayerRef], layers: dict) -> Iterator[None]:
+    """Put the model's own linears back after `layers` replaced them."""
+    try:
+        yield
+    finally:
+        restore_linears(mmdit, refs, layers)
+
+
 def _split(grads: dict, key: str) -> dict:
     return tree_unflatten([(k, v) for k, v in tree_flatten(grads) if k.endswith(key)])
 
@@ -146,9 +219,8 @@ def adaround_block(
     block = get_block(mmdit, block_name)
     streams = block_streams(mmdit, block_name)
     refs = block_layers(mmdit, block_name)
-    modulation = saved_modulation(block)
     layers = install_adaround(mmdit, refs, config.weight_config, config.bits_a)
-    try:
+    with stream_modulation(block), restoring(mmdit, refs, layers):
         rng = np.random.RandomState(config.seed)
         for layer in layers.values():  # activation scales: min-max over a few batches
             layer.observe = True
@@ -167,9 +239,6 @@ def adaround_block(
             )
         set_mode(layers, "hard")
         adaround_mse = block_mse(block, streams, data)
-    finally:
-        restore_linears(mmdit, refs, layers)
-        restore_modulation(block, modulation)
     return BlockResult(layers, refs, adaround_mse, rtn_mse, time.perf_counter() - start, losses)
 
 
@@ -250,3 +319,33 @@ def train_rounding(
         bar.close()
     mx.eval(state)
     return losses
+
+
+def adaround_weights(
+    mmdit: nn.Module, block_name: str, data: BlockData, config: AdaRoundConfig
+) -> BlockWeights:
+    """The method's per-block entry (`taq_run.weight_methods`): the learned rounding with
+    its static activation scales."""
+    result = adaround_block(mmdit, block_name, data, config)
+    layers = [
+        packed_layer(
+            ref,
+            result.layers[ref.name].codes("adaround"),
+            result.layers[ref.name].grid,
+            result.layers[ref.name].act_scale.item(),
+        )
+        for ref in result.refs
+    ]
+    return BlockWeights(layers, result.adaround_mse, result.rtn_mse, result.seconds)
+
+
+METHOD = WeightMethod(
+    name="adaround",
+    label="AdaRound",
+    config=AdaRoundConfig,
+    quantize_block=adaround_weights,
+    summary="learn each weight's rounding block by block (AdaRound), with static activation scales",
+    order=90,
+    target_db=3.0,  # the weight track's target: +3 dB over RTN
+    subcommand="optimize",
+)

@@ -5,7 +5,8 @@ package works on `WeightSet` (packed codes per layer, MLX `QuantizedLinear` form
 `ActivationPlan` (per calibrated step and layer: bits, scale, zero point, shift,
 smoothing). The groups' specs are `taq_io.schema.GROUPS["weights"]` and
 `GROUPS["quant_config"]` (written by taq-adaround and taq-actstats; docs/schema.md), read
-through their owners `taq_run.weights` and `taq_run.quant_config`.
+through their owners `taq_run.weights` and `taq_run.quant_config`. Every weight method writes
+the same layout, so any method's weights read here without that method's package.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ import numpy as np
 from taq_infer.activations import ActivationQuant
 from taq_infer.model import ActivationPlan, InferenceError, WeightSet
 from taq_io import MISSING, StageGroup, StaleGroupError, Store
-from taq_io.schema import role_key
-from taq_model.taxonomy import LAYER_ROLES
 from taq_run.quant_config import require_quant_config
-from taq_run.weights import adaround_config_of, require_weights
+from taq_run.weight_methods import weight_methods
+from taq_run.weights import (
+    grid_of,
+    has_weights,
+    read_layers,
+    require_weights,
+    weight_methods_in,
+)
 
-WEIGHT_METHODS = ("adaround", "rtn")
-_ROLE_PATH = {role_key(role): role for role in LAYER_ROLES}  # `fc2` -> `mlp.fc2`
+DEFAULT_WEIGHTS = "adaround"  # the method `taq-infer` and `taq export` read unless told
 
 
 def has_quant_config(store: Store) -> bool:
@@ -45,46 +50,40 @@ def _require(store: Store, kind: str, name: str | None, allow_stale: bool) -> St
 
 
 def read_weight_set(store: Store, method: str, allow_stale: bool = False) -> WeightSet:
-    """The packed W4 layers of `method` (adaround | rtn) from the store's `weights` group;
+    """The packed layers of `weights/<method>` (any weight method: one layout for all);
     stale weights (see `Store.state`) are refused unless `allow_stale`."""
-    if method not in WEIGHT_METHODS:
-        raise InferenceError(f"--weights must be one of {', '.join(WEIGHT_METHODS)}")
+    if not has_weights(store, method):
+        present = weight_methods_in(store)
+        have = f"it has {', '.join(present)}" if present else "it has no weights"
+        installed = weight_methods()
+        command = installed[method].command if method in installed else "its stage command"
+        raise InferenceError(
+            f"{store.path} has no `weights/{method}`: {have} (pass --weights with one of "
+            f"them, or run `{command}` on the store)"
+        )
     group = _require(store, "weights", method, allow_stale)
-    config = adaround_config_of(group)
-    bits, group_size = config.bits_w, None
-    streams = group.read("stream_names").tolist()
-    roles = group.read("role_names").tolist()
-    blocks = group.read("block_names").tolist()
-    present = group.read("present")
+    grid = grid_of(group)
     layers: dict[str, nn.QuantizedLinear] = {}
     static: dict[str, ActivationQuant] = {}
-    bits_a = config.bits_a
-    for r, role in enumerate(roles):
-        weight = group.read(f"{role}_weight")
-        scales, biases = group.read(f"{role}_scales"), group.read(f"{role}_biases")
-        act_scale = group.read(f"{role}_act_scale")
-        for b, block in enumerate(blocks):
-            for s, stream in enumerate(streams):
-                if not present[b, s, r]:
-                    continue
-                name = f"{block}.{stream}.{_ROLE_PATH[role]}"
-                out_dims, words = weight.shape[2:]
-                in_dims = words * 32 // bits
-                group_size = in_dims // scales.shape[3]
-                layer = nn.QuantizedLinear(
-                    in_dims, out_dims, bias=False, group_size=group_size, bits=bits
-                )
-                layer.weight = mx.array(weight[b, s])
-                layer.scales = mx.array(scales[b, s])
-                layer.biases = mx.array(biases[b, s])
-                layer.freeze()
-                layers[name] = layer
-                if bits_a:
-                    scale = np.array([act_scale[b, s]], dtype=np.float32)
-                    static[name] = ActivationQuant((bits_a,), scale, np.zeros(1, np.float32))
+    group_size = None
+    for name, packed in read_layers(group):
+        out_dims, words = packed.weight.shape
+        in_dims = words * 32 // grid.bits_w
+        group_size = in_dims // packed.scales.shape[1]
+        layer = nn.QuantizedLinear(
+            in_dims, out_dims, bias=False, group_size=group_size, bits=grid.bits_w
+        )
+        layer.weight = mx.array(packed.weight)
+        layer.scales = mx.array(packed.scales)
+        layer.biases = mx.array(packed.biases)
+        layer.freeze()
+        layers[name] = layer
+        if grid.bits_a:
+            scale = np.array([packed.act_scale], dtype=np.float32)
+            static[name] = ActivationQuant((grid.bits_a,), scale, np.zeros(1, np.float32))
     if not layers:
         raise InferenceError(f"`weights/{method}` in {store.path} holds no layers")
-    return WeightSet(method, bits, int(group_size), layers, static)
+    return WeightSet(method, grid.bits_w, int(group_size), layers, static)
 
 
 def read_activation_plan(

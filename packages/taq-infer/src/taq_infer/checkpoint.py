@@ -37,8 +37,8 @@ from mlx.utils import tree_flatten
 
 from taq_infer.activations import ActivationQuant
 from taq_infer.artifacts import (
+    DEFAULT_WEIGHTS,
     PLAN_ARRAYS,
-    WEIGHT_METHODS,
     activation_plan_from,
     has_quant_config,
     read_weight_set,
@@ -78,7 +78,7 @@ class ExportConfig:
 
     store: str
     output: str
-    weights: str = "adaround"
+    weights: str = DEFAULT_WEIGHTS  # any `weights/<method>` group of the store
     dtype: str = "float16"  # unquantized parameters and the W4 scales/biases
     modulation_bits: int = 4  # adaLN linears rounded to nearest; 0 keeps them float
     local_ckpt: str | None = None
@@ -87,8 +87,6 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if not str(self.output).endswith(".safetensors"):
             raise CheckpointError(f"--output must end in .safetensors, got {self.output}")
-        if self.weights not in WEIGHT_METHODS:
-            raise CheckpointError(f"--weights must be one of {', '.join(WEIGHT_METHODS)}")
         if self.dtype not in SCALE_DTYPES:
             raise CheckpointError(f"--dtype must be one of {', '.join(SCALE_DTYPES)}")
         if self.modulation_bits not in MODULATION_BITS:
@@ -238,7 +236,7 @@ def export_checkpoint(config: ExportConfig) -> ExportSummary:
     """Write the store's packed model (weights `config.weights`) to `config.output`."""
     check_output(config)
     store, handle = open_run(config.store, mode="r", local_ckpt=config.local_ckpt)
-    weight_set = read_weight_set(store, config.weights)  # names `taq-adaround optimize` if absent
+    weight_set = read_weight_set(store, config.weights)  # names the stage command if absent
     plan = _plan_arrays(store) if has_quant_config(store) else None
     source = {"weights": require_weights(store, config.weights).identity()}
     return write_checkpoint(handle, weight_set, config, plan=plan, source=source)

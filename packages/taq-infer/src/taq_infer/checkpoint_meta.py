@@ -17,12 +17,12 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import mlx.core as mx
 
-from taq_infer.artifacts import WEIGHT_METHODS
 from taq_infer.loading import SCALE_DTYPES
 from taq_infer.model import InferenceError
 from taq_quant.export import MLX_BITS, MLX_GROUP_SIZES
 
 KEY = "taq."
+METHOD_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 REQUIRED = ("model", "quantization", "static_activations", "activation_plan")
 MODULATION_BITS = (0, 2, 3, 4, 5, 6, 8)
 ACTIVATION_BITS = range(2, 9)
@@ -102,7 +102,8 @@ def _check_quantization(path: Path, quant: object) -> None:
     name = "quantization"
     if not isinstance(quant, dict):
         raise _bad(path, name, "is not an object")
-    if quant.get("weights") not in WEIGHT_METHODS:
+    weights = quant.get("weights")  # a weight method's name (any method: one layout for all)
+    if not isinstance(weights, str) or not METHOD_NAME.fullmatch(weights):
         raise _bad(path, name, f"names weights {quant.get('weights')!r}")
     if quant.get("dtype") not in SCALE_DTYPES:
         raise _bad(path, name, f"names dtype {quant.get('dtype')!r}")

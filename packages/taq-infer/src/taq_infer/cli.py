@@ -16,6 +16,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from taq_infer.artifacts import DEFAULT_WEIGHTS
 from taq_infer.checkpoint import MODULATION_BITS, load_checkpoint, read_checkpoint
 from taq_infer.loading import SCALE_DTYPES, load_quantized
 from taq_infer.metrics import latent_diff
@@ -24,6 +25,7 @@ from taq_infer.packed import resolve_kernel
 from taq_io import StoreError
 from taq_model.presets import load_preset
 from taq_run.runs import open_run
+from taq_run.weight_methods import installed_names
 from taq_runtime.blas import blas_info
 from taq_runtime.cli import UsageError, add_version_flag, run_cli, writable_dir
 from taq_runtime.png import image_grid, save_png, upscale_for
@@ -53,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", help='e.g. "digit 3" for tiny-digits')
     parser.add_argument("--output", required=True, help="PNG to write")
     parser.add_argument(
-        "--weights", default=None, choices=("adaround", "rtn"), help="store only [adaround]"
+        "--weights",
+        default=None,
+        help="store only: the weight method whose `weights/<method>` group to run (installed "
+        f"methods: {', '.join(installed_names()) or 'none; any group the store has reads'}) "
+        f"[{DEFAULT_WEIGHTS}]",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="default: the preset's")
@@ -173,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         model = load_quantized(
             handle,
             store,
-            weights=args.weights or "adaround",
+            weights=args.weights or DEFAULT_WEIGHTS,
             num_steps=args.steps or handle.default_steps,
             scale_dtype=args.scale_dtype,
             other_dtype=args.other_dtype or "float32",

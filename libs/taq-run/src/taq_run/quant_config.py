@@ -26,7 +26,7 @@ RANGE_METHODS = ("max", "mse")
 RECIPE_DEFAULTS: dict[str, dict[str, object]] = {
     "taq": {
         "rule": "sqnr",
-        "range_method": "max",
+        "range_method": "mse",
         "range_margin": 1.5,
         "smooth_min_spike": 4.0,
         "static_cap": True,
@@ -94,7 +94,8 @@ class AnalyzeConfig:
     avg_bits: float | None = None  # tiers by an average-bit budget instead of the rule
     plan: str = "time-aware"  # static: one grid and bit width per layer for all steps
     recipe: str = "taq"  # taq-dit: the paper's AvgMinMax ranges and SmoothQuant (recipes.py)
-    range_method: str = "max"  # mse: per tier, the clip with the least error (ranges.py)
+    range_method: str = "mse"  # the least-error clip per tier (ranges.py); max: range_margin x
+    # the maximum (taq's earlier default; taq-dit's AvgMinMax ranges count as max)
     gelu_shift: bool = True  # the post-GELU (fc2) momentum shift
 
     def __post_init__(self) -> None:
@@ -224,6 +225,7 @@ def analyze_config_of(group: StageGroup) -> AnalyzeConfig:
     """The `AnalyzeConfig` a `quant_config` group was made with (fields it does not record
     keep their defaults)."""
     recorded = dict(group.meta.config)
+    recorded.setdefault("range_method", "max")  # configs that do not record it predate mse
     known = {f.name for f in fields(AnalyzeConfig)}
     rule = TierRule(
         **{k: v for k, v in recorded.pop("rule", {}).items() if k in TierRule().to_json()}

@@ -2,11 +2,15 @@
 
 Per layer and timestep: each channel's min and max over the calibration images; for
 post-GELU `fc2` inputs the momentum shift `shift = 0.95 shift + 0.05 (min + max) / 2` (image
-by image, starting from image 0's midpoint), which centres their asymmetric range; a grid
-range of `range_margin` x the (shifted) absmax; bits from the tier rule (`tiers.py`) and a
-signed symmetric grid covering the range. The range is the maximum over images with a
-margin, not TaQ-DiT's running average of per-image extrema, because the model then runs on
-other seeds, whose extrema the average clips (README: earlier design measurements).
+by image, starting from image 0's midpoint), which centres their asymmetric range; bits from
+the tier rule (`tiers.py`) on a grid over `range_margin` x the (shifted) absmax, or from an
+average-bit budget (`budget.py`); and a signed symmetric grid at those bits. Its range
+(`--range-method`): `mse` (default), the clip with the least estimated error at that tier's
+bits (`ranges.py`; the budget allocates on those errors); `max`, `range_margin` x the maximum
+over images, not TaQ-DiT's running average of per-image extrema, because the model then runs on
+other seeds, whose extrema the average clips (README: earlier design measurements). The rule
+keeps choosing tiers on the margin x maximum under both methods, so the default plan keeps its
+bits (on the error with clipping, 23 dB would move most A8 steps to A6).
 
 Each step's grid is then capped at AdaRound's learned static activation range where the store
 has one (`weights/adaround`, `bits_a` > 0): the W4 rounding was trained with that clipping, and
@@ -165,11 +169,10 @@ def analyze_stats(
         shifts = {"time-aware": time_shift, "static": static_shift}
         tables = range_tables(config, stats, power, ranges, shifts)
     table = None if paper else tables[config.plan]
-    if config.avg_bits is None:
+    if config.avg_bits is None:  # the rule: tiers on the grid over the margin x the maximum,
+        # under either range method (mse only narrows the grid at the chosen tier)
         bits = (
-            paper["bits"]
-            if paper
-            else assign_bits(shifted, power, post_gelu, tails, config.rule, table.noise)
+            paper["bits"] if paper else assign_bits(shifted, power, post_gelu, tails, config.rule)
         )
     else:
         allocate = static_budget_tiers if config.plan == "static" else budget_tiers

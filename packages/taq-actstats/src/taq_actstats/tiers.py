@@ -39,25 +39,16 @@ def assign_bits(
     post_gelu: np.ndarray,
     tail_ratio: np.ndarray,
     rule: TierRule,
-    noise: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bits (4/6/8) for `absmax (step, layer)`; `power` and `tail_ratio` like absmax.
 
     `power` is the inputs' mean square (the signal the rounding noise is compared with);
-    `post_gelu (layer,)` marks `fc2` inputs (the absolute rule's own thresholds). `noise
-    (step, layer, tier)`, where given, is each tier's estimated error relative to `power`
-    (`ranges.TierRanges`, clipping included) in place of the rounding noise over absmax.
+    `post_gelu (layer,)` marks `fc2` inputs (the absolute rule's own thresholds).
     """
     if rule.rule == "sqnr":
         bits = np.full(absmax.shape, TIERS[-1])
-        for i in reversed(range(len(TIERS) - 1)):
-            tier = TIERS[i]
-            sqnr = (
-                sqnr_db(absmax, power, tier)
-                if noise is None
-                else -10 * np.log10(np.maximum(noise[..., i], 1e-30))
-            )
-            bits = np.where(sqnr >= rule.target_db, tier, bits)
+        for tier in reversed(TIERS[:-1]):
+            bits = np.where(sqnr_db(absmax, power, tier) >= rule.target_db, tier, bits)
     else:
         a4 = np.where(post_gelu, rule.gelu_a4, rule.other_a4)
         a6 = np.where(post_gelu, rule.gelu_a6, rule.other_a6)

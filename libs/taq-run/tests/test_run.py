@@ -9,6 +9,7 @@ import pytest
 from taq_io import ModelIdentity, ModelMismatchError, Store
 from taq_model.sampling import initial_noise, sample_euler, timesteps_for
 from taq_run.calib import CalibConfig, calib_unit, create_calib_group, require_calib
+from taq_run.quant_config import AnalyzeConfig
 from taq_run.runs import forward_calibration, model_identity, refuse_other_model
 from taq_run.weights import GridConfig, recorded_config
 
@@ -91,3 +92,18 @@ def test_weights_record_their_method_config_blocks_and_format():
 def test_grid_config_refuses_bad_flags_by_name(flags, message):
     with pytest.raises(ValueError, match=message):
         GridConfig(**flags)
+
+
+def test_the_activation_plan_describes_its_recipe_ranges_and_plan():
+    assert AnalyzeConfig.for_recipe("taq").describe() == (
+        "recipe taq (least-error clip per tier, capped at AdaRound's learned range), "
+        "plan time-aware, tiers by rule sqnr (23 dB)"
+    )
+    paper = AnalyzeConfig.for_recipe("taq-dit", avg_bits=5.0, plan="static")
+    assert (
+        paper.describe()
+        == "recipe taq-dit (AvgMinMax ranges), plan static, tiers by average-bit budget 5"
+    )
+    widest = AnalyzeConfig.for_recipe("taq", range_method="max", gelu_shift=False)
+    assert "grids over 1.5 x the calibration maximum" in widest.describe()
+    assert "no post-GELU shift" in widest.describe()

@@ -36,7 +36,13 @@ def test_collect_analyze_plot(store_copy, cli, tmp_path):
     stats = Store.open(store_copy).require_group("actstats")
     calib_max = stats.read("absmax").max(axis=0).T  # (step, layer), over images
     np.testing.assert_allclose(config.read("absmax"), calib_max, rtol=1e-6)
-    np.testing.assert_allclose(config.read("quant_absmax")[:, ~gelu], 1.5 * calib_max[:, ~gelu])
+    assert config.meta.config["range_method"] == "mse"  # the default: least-error clips
+    assert (config.read("quant_absmax")[:, ~gelu] <= calib_max[:, ~gelu] * (1 + 1e-6)).all()
+    out = cli("analyze", "--store", store_copy, "--range-method", "max", "--overwrite")
+    assert out.returncode == 0, out.stderr
+    widest = Store.open(store_copy).require_group("quant_config")
+    assert "range_method" not in widest.meta.config  # max: configs hash as before mse
+    np.testing.assert_allclose(widest.read("quant_absmax")[:, ~gelu], 1.5 * calib_max[:, ~gelu])
     out = cli("analyze", "--store", store_copy, "--rule", "absolute", "--overwrite")
     assert out.returncode == 0, out.stderr
     paper = Store.open(store_copy).require_group("quant_config")

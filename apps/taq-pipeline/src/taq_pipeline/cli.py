@@ -35,7 +35,12 @@ from taq_pipeline.report import NOTE, write_report
 from taq_pipeline.seeds import SPLITS, check_eval_samples, seed_split
 from taq_pipeline.sweep import VARIED, SweepConfig, run_sweep, sweep_dir
 from taq_run.calib import calib_config_of, require_calib
-from taq_run.quant_config import RECIPE_DEFAULTS, RECIPES
+from taq_run.quant_config import (
+    RECIPE_DEFAULTS,
+    RECIPES,
+    analyze_config_of,
+    require_quant_config,
+)
 from taq_run.runs import open_run
 from taq_run.weight_methods import weight_methods
 from taq_runtime import ranks, spawn
@@ -65,15 +70,18 @@ HELP = {
     "weights": "comma-separated weight methods to run, e.g. rtn,gptq,adaround (default: "
     "every installed one)",
     "recipe": "activation recipe: taq (ours) or taq-dit (the paper's); names the defaults "
-    "of --rule, --range-margin and --static-cap",
+    "of --rule, --range-method, --range-margin and --static-cap",
     "rule": "activation tier rule: sqnr (scale-free) or absolute (TaQ-DiT's thresholds)",
     "target_db": "sqnr rule: fewest bits keeping the estimated quantization SNR >= this",
     "gelu_a4": "absolute rule: post-GELU (fc2) input absmax below this -> A4",
     "gelu_a6": "absolute rule: post-GELU input absmax below this -> A6, else A8",
     "other_a4": "absolute rule: other layers' input absmax below this -> A4",
     "other_a6": "absolute rule: other layers' input absmax below this -> A6, else A8",
+    "range_method": "activation ranges: max (--range-margin x the calibration maximum) or "
+    "mse (per tier, the clip with the least estimated error on the calibration activations)",
     "range_margin": "activation grids cover this x the calibration maximum (>= 1)",
     "smooth_alpha": "SmoothQuant migration strength (0..1)",
+    "gelu_shift": "shift post-GELU (fc2) inputs by their momentum midpoint before rounding",
     "static_cap": "cap each step's activation grid at AdaRound's learned static range",
     "avg_bits": "activation tiers by an average-bit budget (4..8) maximising the estimated "
     "SQNR, instead of the tier rule",
@@ -178,6 +186,8 @@ def _run(args: argparse.Namespace) -> int:
     eval_config = _eval_config(store, config.eval_samples, config.eval_split, config.local_ckpt)
     report = _evaluate_and_report(store, eval_config, config.to_json())
     print(f"\ntaq run finished in {time.perf_counter() - start:.0f}s")
+    plan = analyze_config_of(require_quant_config(store)).describe()
+    print(f"activations (simulated fake-quant): {plan}")
     print(f"{'stage':<20}{'how':<18}{'seconds':>8}  written to {config.store}")
     for t in timings:
         print(f"{t.name:<20}{t.outcome:<18}{t.seconds:>8.1f}  {', '.join(t.groups)}")
@@ -304,6 +314,8 @@ def _export(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     def items(flag: str, kind):
         text = getattr(args, flag)
+        if text.strip() == "none":  # --weight-bits none: the activation points only
+            return ()
         try:
             return tuple(kind(v) for v in text.split(",") if v.strip())
         except ValueError:
@@ -387,8 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
         value = ",".join(
             f"{v:g}" if isinstance(v, float) else str(v) for v in getattr(defaults, name)
         )
+        extra = "; none: no weight points" if name == "weight_bits" else ""
         sweep.add_argument(
-            f"--{name.replace('_', '-')}", default=value, help=f"comma-separated [{value}]"
+            f"--{name.replace('_', '-')}", default=value, help=f"comma-separated{extra} [{value}]"
         )
     methods = [m.config for m in weight_methods().values()]
     flags = add_config_flags(sweep, methods, skip=VARIED)  # default: the run's recorded value

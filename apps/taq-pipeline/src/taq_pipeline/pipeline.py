@@ -62,9 +62,11 @@ class RunConfig:
     gelu_a6: float = TierRule.gelu_a6
     other_a4: float = TierRule.other_a4
     other_a6: float = TierRule.other_a6
+    range_method: str | None = None  # max or mse (None: the recipe's)
     range_margin: float | None = None
     smooth_alpha: float = AnalyzeConfig.smooth_alpha
     static_cap: bool | None = None
+    gelu_shift: bool = AnalyzeConfig.gelu_shift
     avg_bits: float | None = None  # tiers by an average-bit budget instead of the rule
     plan: str = AnalyzeConfig.plan  # static: one grid per layer for all steps (with avg_bits)
     eval_samples: int = 40

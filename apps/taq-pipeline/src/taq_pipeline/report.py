@@ -88,6 +88,7 @@ def tier_tables(store: Store) -> dict:
     out = {
         "rule": config.rule.to_json(),
         "range_margin": config.range_margin,
+        "range_method": config.range_method,
         "recipe": config.recipe,
         "avg_bits": config.avg_bits,  # None: tiers by the rule
         "plan": config.plan,
@@ -118,9 +119,18 @@ def _tier_text(tiers: dict, rule: dict) -> str:
             f"(post-GELU inputs after the momentum shift). {how} SmoothQuant on the paper's "
             "candidates, one tier lower."
         )
+    if tiers.get("range_method") == "mse":
+        grid = (
+            "Each step's grid, at each tier's bits, ends at the clip with the least estimated "
+            "quantization error on the calibration activations"
+        )
+    else:
+        grid = (
+            f"Each step's grid covers {tiers['range_margin']:g} x the calibration maximum of "
+            "the layer's input"
+        )
     return (
-        f"Recipe `taq`: {how} Each step's grid covers {tiers['range_margin']:g} x the "
-        "calibration maximum of the layer's input (post-GELU inputs after the shift). "
+        f"Recipe `taq`: {how} {grid} (post-GELU inputs after the shift). "
         "SmoothQuant smooths a layer only where the estimated output noise drops, counting the "
         "re-rounding of its packed W4 weights."
     )

@@ -107,7 +107,7 @@ class SweepConfig:
         check_eval_samples(self.eval_samples)
         if self.split not in SPLITS:
             raise ValueError(f"--split {self.split!r} is unknown: pick one of {', '.join(SPLITS)}")
-        for name in ("weight_bits", "avg_bits", "plans", "recipes"):
+        for name in ("avg_bits", "plans", "recipes"):  # no weight bits: activation points only
             if not getattr(self, name):
                 raise ValueError(f"--{name.replace('_', '-')} lists nothing: give at least one")
 
@@ -426,6 +426,7 @@ def write_sweep_report(out: Path, record: dict, points: list[Point], tasks: tupl
             "",
             *(f"- {c.describe()}" for c in comparisons),
         ]
+    lines += activation_differences(points, per_sample, tasks)
     if same:
         lines += [
             "",
@@ -433,6 +434,58 @@ def write_sweep_report(out: Path, record: dict, points: list[Point], tasks: tupl
             f"{len(same)} of {sum(c.metric != 'psnr' for c in claims)} pairs (no comparison).",
         ]
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
+
+
+def activation_differences(
+    points: list[Point], per_sample: dict[str, dict], tasks: tuple[str, ...]
+) -> list[str]:
+    """Per budget, the paired differences that rank the activation methods: the default recipe
+    (the first of `RECIPES`) minus each other recipe under each plan, and time-aware minus
+    static under each recipe; one table per metric (PSNR, the task metric)."""
+    names = {p.name for p in points}
+    budgets = sorted({p.avg_bits for p in points if p.avg_bits is not None}, reverse=True)
+    recipes = [r for r in RECIPES if any(p.recipe == r for p in points)]
+    default = RECIPES[0]
+    columns = [
+        (f"{default} − {other}, {plan}", f"{default} {plan}", f"{other} {plan}")
+        for other in recipes
+        if other != default
+        for plan in PLANS
+    ]
+    columns += [
+        (f"time-aware − static, {recipe}", f"{recipe} time-aware", f"{recipe} static")
+        for recipe in recipes
+    ]
+    metrics = [("psnr", "PSNR (dB)", ".2f")]
+    if tasks:
+        metrics.append(("accuracy", LABELS.get(tasks[0], tasks[0]), ".3f"))
+    lines = []
+    for metric, label, spec in metrics:
+        rows = []
+        for bits in budgets:
+            cells = []
+            for _, better, worse in columns:
+                a, b = f"{better} A{bits:g}", f"{worse} A{bits:g}"
+                if a not in names or b not in names or a not in per_sample:
+                    cells.append("")
+                    continue
+                d = compare(Claim(a, b, metric), per_sample).difference
+                text = f"{format(d.value, '+' + spec)} [{format(d.low, '+' + spec)}, "
+                text += f"{format(d.high, '+' + spec)}]"
+                cells.append(f"**{text}**" if d.low > 0 or d.high < 0 else text)
+            if any(cells):
+                rows.append(f"| A{bits:g} | " + " | ".join(cells) + " |")
+        if rows:
+            lines += [
+                "",
+                f"### Activation methods, paired differences in {label} (bold: the 95 % "
+                "interval excludes 0)",
+                "",
+                "| budget | " + " | ".join(c[0] for c in columns) + " |",
+                "|---|" + "---|" * len(columns),
+                *rows,
+            ]
+    return lines
 
 
 def _plot_frontier(

@@ -22,10 +22,18 @@ OWNED_GROUP = "quant_config"  # this module writes and reads the group (one owne
 RULES = ("sqnr", "absolute")
 PLANS = ("time-aware", "static")
 RECIPES = ("taq", "taq-dit")
+RANGE_METHODS = ("max", "mse")
 RECIPE_DEFAULTS: dict[str, dict[str, object]] = {
-    "taq": {"rule": "sqnr", "range_margin": 1.5, "smooth_min_spike": 4.0, "static_cap": True},
+    "taq": {
+        "rule": "sqnr",
+        "range_method": "mse",
+        "range_margin": 1.5,
+        "smooth_min_spike": 4.0,
+        "static_cap": True,
+    },
     "taq-dit": {
         "rule": "absolute",
+        "range_method": "max",
         "range_margin": 1.0,
         "smooth_min_spike": 5.0,
         "static_cap": False,
@@ -86,12 +94,22 @@ class AnalyzeConfig:
     avg_bits: float | None = None  # tiers by an average-bit budget instead of the rule
     plan: str = "time-aware"  # static: one grid and bit width per layer for all steps
     recipe: str = "taq"  # taq-dit: the paper's AvgMinMax ranges and SmoothQuant (recipes.py)
+    range_method: str = "mse"  # the least-error clip per tier (ranges.py); max: range_margin x
+    # the maximum (taq's earlier default; taq-dit's AvgMinMax ranges count as max)
+    gelu_shift: bool = True  # the post-GELU (fc2) momentum shift
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
             raise ValueError(
                 f"--recipe {self.recipe!r} is unknown: pick one of {', '.join(RECIPES)}"
             )
+        if self.range_method not in RANGE_METHODS:
+            raise ValueError(
+                f"--range-method {self.range_method!r} is unknown: pick one of "
+                f"{', '.join(RANGE_METHODS)}"
+            )
+        if self.recipe == "taq-dit" and self.range_method != "max":
+            raise ValueError("--range-method mse is the taq recipe's: taq-dit uses AvgMinMax")
         if self.plan not in PLANS:
             raise ValueError(f"--plan {self.plan!r} is unknown: pick one of {', '.join(PLANS)}")
         if self.avg_bits is not None and not 4.0 <= self.avg_bits <= 8.0:
@@ -122,7 +140,30 @@ class AnalyzeConfig:
             del data["avg_bits"], data["plan"]
         if self.recipe == "taq":
             del data["recipe"]
+        for name, unset in (("range_method", "max"), ("gelu_shift", True)):
+            if data[name] == unset:  # so configs from before these fields hash the same
+                del data[name]
         return data
+
+    def describe(self) -> str:
+        """One line: the recipe, its ranges, the plan and how the tiers were chosen."""
+        if self.recipe == "taq-dit":
+            ranges = "AvgMinMax ranges"
+        elif self.range_method == "mse":
+            ranges = "least-error clip per tier"
+        else:
+            ranges = f"grids over {self.range_margin:g} x the calibration maximum"
+        if self.static_cap:
+            ranges += ", capped at AdaRound's learned range"
+        tiers = (
+            f"rule {self.rule.rule}"
+            + (f" ({self.rule.target_db:g} dB)" if self.rule.rule == "sqnr" else "")
+            if self.avg_bits is None
+            else f"average-bit budget {self.avg_bits:g}"
+        )
+        plan = "time-aware" if self.avg_bits is None else self.plan
+        shift = "" if self.gelu_shift else ", no post-GELU shift"
+        return f"recipe {self.recipe} ({ranges}{shift}), plan {plan}, tiers by {tiers}"
 
     @classmethod
     def for_recipe(cls, recipe: str = "taq", **given) -> AnalyzeConfig:
@@ -145,6 +186,8 @@ def analyze_config(flags: object) -> AnalyzeConfig:
     given = {name: getattr(flags, name, None) for name in (*TierRule().to_json(), *names)}
     if getattr(flags, "no_static_cap", False):
         given["static_cap"] = False
+    if getattr(flags, "no_gelu_shift", False):
+        given["gelu_shift"] = False
     return AnalyzeConfig.for_recipe(getattr(flags, "recipe", "taq"), **given)
 
 
@@ -182,6 +225,7 @@ def analyze_config_of(group: StageGroup) -> AnalyzeConfig:
     """The `AnalyzeConfig` a `quant_config` group was made with (fields it does not record
     keep their defaults)."""
     recorded = dict(group.meta.config)
+    recorded.setdefault("range_method", "max")  # configs that do not record it predate mse
     known = {f.name for f in fields(AnalyzeConfig)}
     rule = TierRule(
         **{k: v for k, v in recorded.pop("rule", {}).items() if k in TierRule().to_json()}

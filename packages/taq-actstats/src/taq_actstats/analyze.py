@@ -2,11 +2,15 @@
 
 Per layer and timestep: each channel's min and max over the calibration images; for
 post-GELU `fc2` inputs the momentum shift `shift = 0.95 shift + 0.05 (min + max) / 2` (image
-by image, starting from image 0's midpoint), which centres their asymmetric range; a grid
-range of `range_margin` x the (shifted) absmax; bits from the tier rule (`tiers.py`) and a
-signed symmetric grid covering the range. The range is the maximum over images with a
-margin, not TaQ-DiT's running average of per-image extrema, because the model then runs on
-other seeds, whose extrema the average clips (README: earlier design measurements).
+by image, starting from image 0's midpoint), which centres their asymmetric range; bits from
+the tier rule (`tiers.py`) on a grid over `range_margin` x the (shifted) absmax, or from an
+average-bit budget (`budget.py`); and a signed symmetric grid at those bits. Its range
+(`--range-method`): `mse` (default), the clip with the least estimated error at that tier's
+bits (`ranges.py`; the budget allocates on those errors); `max`, `range_margin` x the maximum
+over images, not TaQ-DiT's running average of per-image extrema, because the model then runs on
+other seeds, whose extrema the average clips (README: earlier design measurements). The rule
+keeps choosing tiers on the margin x maximum under both methods, so the default plan keeps its
+bits (on the error with clipping, 23 dB would move most A8 steps to A6).
 
 Each step's grid is then capped at AdaRound's learned static activation range where the store
 has one (`weights/adaround`, `bits_a` > 0): the W4 rounding was trained with that clipping, and
@@ -28,8 +32,9 @@ from importlib.metadata import version
 
 import numpy as np
 
-from taq_actstats.budget import budget_bits, plan_sqnr_db, static_budget_bits
+from taq_actstats.budget import budget_tiers, static_budget_tiers, tiers_sqnr_db
 from taq_actstats.collect import require_stats
+from taq_actstats.ranges import TierRanges, max_ranges, mse_ranges
 from taq_actstats.recipes import avg_min_max, taq_dit_plan
 from taq_actstats.smoothquant import (
     activation_noise,
@@ -104,21 +109,25 @@ def analyze_stats(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: channels beyond the width
         low, high = np.nanmin(cmin, axis=0), np.nanmax(cmax, axis=0)  # (layer, step, ch)
-    shift = np.where(post_gelu[:, None, None], momentum_shift(cmin, cmax), 0.0)
+    shifted_layers = post_gelu if config.gelu_shift else np.zeros_like(post_gelu)
+    shift = np.where(shifted_layers[:, None, None], momentum_shift(cmin, cmax), 0.0)
     shift = np.where(np.isnan(low), np.nan, shift).astype(np.float32)
     absmax = _absmax(low, high).T  # (step, layer)
     margin = config.range_margin
-    shifted = margin * _absmax(low - np.nan_to_num(shift), high - np.nan_to_num(shift)).T
+    per_step_range = _absmax(low - np.nan_to_num(shift), high - np.nan_to_num(shift)).T
+    shifted = margin * per_step_range
     power = mean_square(stats)
     tails = (stats.read("p99") / np.maximum(stats.read("p50"), 1e-8)).mean(axis=0).T
     per_step = shifted
-    if config.plan == "static":  # one shift (the steps' mean) and one range per layer
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            shift = np.broadcast_to(np.nanmean(shift, axis=1, keepdims=True), shift.shape)
-        shift = np.where(np.isnan(low), np.nan, shift).astype(np.float32)
-        ranges = _absmax(low - np.nan_to_num(shift), high - np.nan_to_num(shift)).T
-        shifted = np.broadcast_to(margin * ranges.max(axis=0), ranges.shape).copy()
+    with warnings.catch_warnings():  # the static plan: one shift (the steps' mean) per layer
+        warnings.simplefilter("ignore", RuntimeWarning)
+        static_shift = np.broadcast_to(np.nanmean(shift, axis=1, keepdims=True), shift.shape)
+    static_shift = np.where(np.isnan(low), np.nan, static_shift).astype(np.float32)
+    static_range = _absmax(low - np.nan_to_num(static_shift), high - np.nan_to_num(static_shift)).T
+    time_shift = shift
+    if config.plan == "static":  # one range per layer
+        shift = static_shift
+        shifted = np.broadcast_to(margin * static_range.max(axis=0), static_range.shape).copy()
     paper, unshifted = None, absmax  # the range statistic without the shift, no margin
     if config.recipe == "taq-dit":
         with warnings.catch_warnings():
@@ -145,20 +154,26 @@ def analyze_stats(
             paper["sq_absmax"] = np.broadcast_to(
                 paper["sq_absmax"].max(axis=0), shifted.shape
             ).copy()
-    if config.avg_bits is None:
+    tables = None
+    if not paper:
+        ranges = {"time-aware": per_step_range, "static": static_range}
+        shifts = {"time-aware": time_shift, "static": static_shift}
+        tables = range_tables(config, stats, power, ranges, shifts)
+    table = None if paper else tables[config.plan]
+    if config.avg_bits is None:  # the rule: tiers on the grid over the margin x the maximum,
+        # under either range method (mse only narrows the grid at the chosen tier)
         bits = (
             paper["bits"] if paper else assign_bits(shifted, power, post_gelu, tails, config.rule)
         )
-    elif config.plan == "static":
-        bits = static_budget_bits(shifted, power, config.avg_bits)
     else:
-        bits = budget_bits(shifted, power, config.avg_bits)
+        allocate = static_budget_tiers if config.plan == "static" else budget_tiers
+        bits = allocate((table or max_ranges(shifted, power)).noise, config.avg_bits)
     inputs = {"actstats": stats.identity()}
     learned, weights_id = static_ranges(store, names) if config.static_cap else (None, None)
-    grid_absmax = shifted
+    grid_absmax = shifted if paper else table.at(bits)
     if weights_id is not None:
         inputs["weights/adaround"] = weights_id
-        grid_absmax = np.fmin(shifted, learned[None, :])  # NaN (no learned range): uncapped
+        grid_absmax = np.fmin(grid_absmax, learned[None, :])  # NaN (no learned range): uncapped
 
     sq_bits, sq_absmax = bits.copy(), grid_absmax.copy()
     smoothing = np.where(np.isnan(low[:, 0, :]), np.nan, 1.0).astype(np.float32)
@@ -244,8 +259,8 @@ def analyze_stats(
         "layer-steps are small enough (<= x0.24) for A6 to be as fine as one A8 grid over all "
         "steps"
     )
-    if config.avg_bits is not None:
-        summary.extend(budget_summary(per_step, power, config.avg_bits))
+    if config.avg_bits is not None and tables:
+        summary.extend(budget_summary(tables, config.avg_bits))
     if weights_id is None:
         summary.append("grids: not capped (no learned static activation scales in the store)")
     else:
@@ -256,17 +271,44 @@ def analyze_stats(
     return Analysis(group, summary)
 
 
-def budget_summary(per_step: np.ndarray, power: np.ndarray, avg_bits: float) -> list[str]:
+def range_tables(
+    config: AnalyzeConfig,
+    stats: StageGroup,
+    power: np.ndarray,
+    ranges: dict[str, np.ndarray],
+    shifts: dict[str, np.ndarray],
+) -> dict[str, TierRanges]:
+    """Each plan's grid and estimated error per `(step, layer, tier)` (`ranges.py`): `max`,
+    `range_margin` x the maximum; `mse`, the least-error clip. Per plan, `ranges (step,
+    layer)` the (shifted) maxima and `shifts (layer, step, channel)` the post-GELU shift."""
+    widest = np.broadcast_to(ranges["static"].max(axis=0), ranges["static"].shape)
+    if config.range_method == "max":
+        margin = config.range_margin
+        return {
+            "time-aware": max_ranges(margin * ranges["time-aware"], power),
+            "static": max_ranges(margin * widest, power),
+        }
+    edges = stats.read("hist_edges")[0]  # (layer, step, edge): image 0's, shared by all
+    counts = stats.read("hist_counts").sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: channels beyond the width
+        mean_shift = {plan: np.nanmean(shift, axis=-1) for plan, shift in shifts.items()}
+    return {
+        "time-aware": mse_ranges(
+            ranges["time-aware"], power, edges, counts, mean_shift["time-aware"]
+        ),
+        "static": mse_ranges(widest, power, edges, counts, mean_shift["static"], static=True),
+    }
+
+
+def budget_summary(tables: dict[str, TierRanges], avg_bits: float) -> list[str]:
     """Time-aware and static plans at the budget, side by side on the estimated SQNR."""
-    widest = np.broadcast_to(per_step.max(axis=0), per_step.shape)
     lines = []
-    for label, ranges, bits in (
-        ("time-aware", per_step, budget_bits(per_step, power, avg_bits)),
-        ("static", widest, static_budget_bits(widest, power, avg_bits)),
-    ):
+    for label, allocate in (("time-aware", budget_tiers), ("static", static_budget_tiers)):
+        bits = allocate(tables[label].noise, avg_bits)
         lines.append(
             f"budget {avg_bits:g} bits, {label:<10}: average {bits.mean():.3f} bits, estimated "
-            f"SQNR {plan_sqnr_db(ranges, power, bits):.2f} dB"
+            f"SQNR {tiers_sqnr_db(tables[label].noise, bits):.2f} dB"
         )
     return lines
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from taq_actstats.ranges import max_ranges
 from taq_actstats.tiers import TIERS, grid_scale
 
 
@@ -47,23 +48,52 @@ def allocate_bits(weight: np.ndarray, avg_bits: float) -> np.ndarray:
 
     `weight` is each entry's noise scale (its relative noise is `weight / (2^(b-1) - 1)^2`).
     """
-    flat = np.asarray(weight, np.float64).reshape(-1)
     levels = np.array([2.0 ** (b - 1) - 1 for b in TIERS])
-    cost = flat[:, None] / levels[None, :] ** 2  # (entry, tier)
-    gains = cost[:, :-1] - cost[:, 1:]  # (entry, upgrade): decreasing along the row
+    return allocate_tiers(np.asarray(weight, np.float64)[..., None] / levels**2, avg_bits)
+
+
+def allocate_tiers(cost: np.ndarray, avg_bits: float) -> np.ndarray:
+    """Bits per entry minimising the summed `cost (..., tier)` at mean bits <= avg_bits.
+
+    Upgrades are taken by largest cost drop first; an entry's second upgrade is taken only
+    with its first (where it would drop the cost more, the two count as one at their mean).
+    """
+    flat = np.asarray(cost, np.float64).reshape(-1, len(TIERS))
+    gains = flat[:, :-1] - flat[:, 1:]  # (entry, upgrade)
+    convex = gains[:, 1] > gains[:, 0]
+    gains[convex] = gains[convex].mean(axis=1, keepdims=True)
     order = np.argsort(-gains.reshape(-1), kind="stable")
-    chosen = order[: upgrades_within(avg_bits, flat.size)]
-    upgrades = np.bincount(chosen // gains.shape[1], minlength=flat.size)
-    return np.array(TIERS)[upgrades].reshape(np.shape(weight)).astype(np.int32)
+    chosen = order[: upgrades_within(avg_bits, flat.shape[0])]
+    upgrades = np.bincount(chosen // gains.shape[1], minlength=flat.shape[0])
+    return np.array(TIERS)[upgrades].reshape(np.shape(cost)[:-1]).astype(np.int32)
+
+
+def budget_tiers(noise: np.ndarray, avg_bits: float) -> np.ndarray:
+    """Time-aware tiers `(step, layer)` at an average of at most `avg_bits`, from each entry's
+    relative noise per tier `noise (step, layer, tier)` (`ranges.TierRanges`)."""
+    return allocate_tiers(noise, avg_bits)
+
+
+def static_budget_tiers(noise: np.ndarray, avg_bits: float) -> np.ndarray:
+    """Static tiers from `noise (step, layer, tier)` of one grid per layer: one tier per
+    layer, its cost the noise summed over steps, broadcast to `(step, layer)`."""
+    per_layer = allocate_tiers(noise.sum(axis=0), avg_bits)
+    return np.broadcast_to(per_layer, noise.shape[:2]).copy()
+
+
+def tiers_sqnr_db(noise: np.ndarray, bits: np.ndarray) -> float:
+    """The plan's estimated SQNR from `noise (step, layer, tier)` at `bits (step, layer)`."""
+    index = np.searchsorted(np.array(TIERS), bits)[..., None]
+    return float(-10 * np.log10(np.take_along_axis(noise, index, axis=-1).mean()))
 
 
 def budget_bits(absmax: np.ndarray, power: np.ndarray, avg_bits: float) -> np.ndarray:
-    """Time-aware tiers `(step, layer)` at an average of at most `avg_bits`."""
-    return allocate_bits(np.maximum(absmax, 1e-8) ** 2 / np.maximum(power, 1e-30), avg_bits)
+    """Time-aware tiers `(step, layer)` at an average of at most `avg_bits`, grids over
+    `absmax`."""
+    return budget_tiers(max_ranges(absmax, power).noise, avg_bits)
 
 
 def static_budget_bits(absmax: np.ndarray, power: np.ndarray, avg_bits: float) -> np.ndarray:
     """Static tiers: one per layer over its widest step, broadcast to `(step, layer)`."""
-    widest = np.maximum(absmax.max(axis=0), 1e-8) ** 2
-    per_layer = allocate_bits(widest * (1 / np.maximum(power, 1e-30)).sum(axis=0), avg_bits)
-    return np.broadcast_to(per_layer, absmax.shape).copy()
+    widest = np.broadcast_to(absmax.max(axis=0), absmax.shape)
+    return static_budget_tiers(max_ranges(widest, power).noise, avg_bits)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from taq_actstats.analyze import analyze_stats
@@ -14,6 +15,7 @@ from taq_io import Store, StoreError, local_parent
 from taq_run import writers
 from taq_run.quant_config import (
     PLANS,
+    RANGE_METHODS,
     RECIPE_DEFAULTS,
     RECIPES,
     RULES,
@@ -46,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="taq",
         help="taq (ours) or taq-dit (the paper's); names the defaults of the flags below",
     )
-    defaults = AnalyzeConfig()
-    taq = {**defaults.to_json(), **defaults.rule.to_json()}
+    defaults = AnalyzeConfig.for_recipe("taq")
+    taq = {**asdict(defaults), **defaults.rule.to_json()}
 
     def recipe_default(name: str) -> str:
         paper = RECIPE_DEFAULTS["taq-dit"].get(name, taq[name])
@@ -58,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "rule":
             flag = f"--{name.replace('_', '-')}"
             analyze.add_argument(flag, type=float, default=None, help=recipe_default(name))
+    analyze.add_argument(
+        "--range-method",
+        choices=RANGE_METHODS,
+        default=None,
+        help="max: grids over --range-margin x the maximum; mse: per tier, the clip with the "
+        f"least estimated error on the calibration activations ({recipe_default('range_method')})",
+    )
     for name, meaning in (
         ("range_margin", "grid range = margin x the range statistic"),
         ("smooth_alpha", "SmoothQuant's migration strength"),
@@ -75,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-static-cap",
         action="store_true",
         help="do not cap each step's grid at AdaRound's learned static range",
+    )
+    analyze.add_argument(
+        "--no-gelu-shift",
+        action="store_true",
+        help="quantize post-GELU (fc2) inputs without the momentum shift",
     )
     analyze.add_argument(
         "--avg-bits",

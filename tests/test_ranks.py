@@ -179,7 +179,7 @@ def test_rank_killed_mid_optimize_resumes_to_the_same_weights(one_rank, tmp_path
     assert resumed.returncode == 0, resumed.stderr
     redone = set(re.findall(r"rank \d/2: (mm\d) ", resumed.stdout))
     assert redone == {f"mm{i}" for i in np.flatnonzero(~done)}, resumed.stdout
-    assert_same(store, one_rank, "weights")
+    assert_same(store, one_rank, "weights/adaround")  # the only method this launch reran
 
 
 def test_ranks_with_other_flags_are_refused_on_every_rank(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from taq_pipeline.sweep import SweepConfig, measure_point, sweep_points, write_sweep_report
 from taq_pipeline.tasks import task_metrics
+from taq_run.weight_methods import weight_methods
 from taq_shapes.render import make_dataset
 
 N = 16
@@ -22,7 +23,7 @@ NOISE = {
 
 def test_activation_only_sweep_has_no_weight_points():
     config = SweepConfig(weight_bits=(), avg_bits=(8.0, 4.0))
-    points = sweep_points(config)
+    points = sweep_points(config, list(weight_methods().values()))
     assert [p.name for p in points if p.weight_bits is not None] == []
     assert {p.name for p in points} >= {"FP", "taq time-aware A4", "taq-dit static A8"}
 
@@ -31,7 +32,11 @@ def test_sweep_tables_the_paired_activation_differences(tmp_path):
     images, scenes = make_dataset(N, seed=5)
     prompts = [s.prompt for s in scenes]
     config = SweepConfig(weight_bits=(), avg_bits=(8.0, 4.0))
-    points = [p for p in sweep_points(config) if not p.name.endswith("RTN weights")]
+    points = [
+        p
+        for p in sweep_points(config, list(weight_methods().values()))
+        if not p.name.endswith("RTN weights")
+    ]
     rng = np.random.default_rng(0)
     record = {"eval": {"samples": N, "split": "heldout"}, "points": {}}
     for point in points:

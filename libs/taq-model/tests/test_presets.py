@@ -56,6 +56,7 @@ def test_cli_bad_preset_exits_2_with_one_line(run_command, tmp_path):
     out = run_command("taq_model", "sample", "--model", "sd4", "--output", tmp_path / "x.png")
     assert out.returncode == 2
     expected = "error: unknown model preset 'sd4': choose one of tiny-digits, sd3-medium-random, "
-    expected += "sd3-medium, sd3.5-large, flux-schnell, sd3.5-large-tiny, flux-schnell-tiny"
+    expected += "sd3-medium, sd3.5-large, flux-schnell, sd3.5-large-tiny, flux-schnell-tiny, "
+    expected += "sd3.5-large-wide, flux-schnell-wide"
     plugins = "".join(f", {name}" for name in sorted(plugin_presets()))  # e.g. tiny-shapes
     assert out.stderr.strip().splitlines() == [expected + plugins]

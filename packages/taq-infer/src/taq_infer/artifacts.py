@@ -56,7 +56,10 @@ def read_weight_set(store: Store, method: str, allow_stale: bool = False) -> Wei
         present = weight_methods_in(store)
         have = f"it has {', '.join(present)}" if present else "it has no weights"
         installed = weight_methods()
-        command = installed[method].command if method in installed else "its stage command"
+        # a lean taq-infer install has no stage packages: name the pipeline's command then
+        command = (
+            installed[method].command if method in installed else f"taq run --weights {method}"
+        )
         raise InferenceError(
             f"{store.path} has no `weights/{method}`: {have} (pass --weights with one of "
             f"them, or run `{command}` on the store)"

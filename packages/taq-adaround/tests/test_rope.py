@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from taq_adaround.optimize import load_block_data
-from taq_adaround.reconstruct import _forward
+from taq_adaround.reconstruct import replay_batch
 from taq_calib import CalibConfig, calibrate
 from taq_hooks import hook_blocks
 from taq_io import Store
@@ -47,11 +47,11 @@ def test_rebuilt_rope_table_is_what_sampling_passed_and_replays_exactly(flux):
     modulation = [call.modulation[s].reshape(1, -1) for s in ("image", "text")]
     batch = (image_in, text_in, *(x[:, :, 0, :] for x in call.outputs), *modulation)
     block, streams = get_block(handle.mmdit, "mm1"), block_streams(handle.mmdit, "mm1")
-    got = _forward(block, streams, (*batch, rope))
+    got = replay_batch(block, streams, (*batch, rope))
     for out, want in zip(got, batch[2:4], strict=True):
         assert np.abs(np.array(out) - np.array(want)).max() <= 1e-6 * np.abs(want).max()
     with pytest.raises(AssertionError):  # DiffusionKit's RoPE blocks insist on the table
-        _forward(block, streams, batch)
+        replay_batch(block, streams, batch)
     # the cache holds the same sample (image 1, step 2) in float16
     sample = int(np.flatnonzero((data_index(store) == (1, 2)).all(axis=1))[0])
     np.testing.assert_allclose(data.image_out[sample], batch[2][0], rtol=1e-2, atol=1e-3)
@@ -85,7 +85,7 @@ def test_unified_blocks_are_cached_split_at_the_text_and_replay_exactly(flux):
         data.positional_encodings = rope
         block, streams = get_block(handle.mmdit, name), block_streams(handle.mmdit, name)
         out = np.array(call.outputs[:, :, 0, :])
-        image, text_out = _forward(block, streams, data.batch(np.array([sample])))
+        image, text_out = replay_batch(block, streams, data.batch(np.array([sample])))
         np.testing.assert_allclose(np.array(image)[0], out[0, text:], rtol=1e-2, atol=1e-2)
         np.testing.assert_allclose(np.array(text_out)[0], out[0, :text], rtol=1e-2, atol=1e-2)
     # the last unified block's text half is discarded by the model: not stored

@@ -23,9 +23,15 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from taq_adaround.layers import packed_layer
-from taq_adaround.reconstruct import BlockData, _forward, block_mse, stream_modulation
-from taq_model.taxonomy import LayerRef, block_layers, block_streams, get_block, get_module
+from taq_adaround.layers import packed_layer, swap_linears
+from taq_adaround.reconstruct import (
+    BlockData,
+    block_mse,
+    replay_batch,
+    restoring,
+    stream_modulation,
+)
+from taq_model.taxonomy import block_layers, block_streams, get_block, get_module
 from taq_quant import QuantGrid, dequantize_codes, init_grid, quantize_codes
 from taq_run.weight_methods import WeightMethod
 from taq_run.weights import BlockWeights, GridConfig
@@ -155,47 +161,38 @@ def gptq_weights(
     if not config.sequential:  # every Hessian from the float block
         stages = [[r for stage in stages for r in stage]]
     codes, grids = {}, {}
-    _install(mmdit, refs, layers)
-    try:
-        with stream_modulation(block):
-            for stage in stages:
-                _record(block, streams, data, [layers[r.name] for r in stage])
-                for ref in stage:
-                    layer = layers[ref.name]
-                    grid = init_grid(layer.weight, config.weight_config)
-                    scale, bias = _grid_arrays(grid)
-                    codes[ref.name] = mx.array(
-                        gptq_codes(
-                            np.array(layer.weight),
-                            np.array(layer.hessian),
-                            scale,
-                            bias,
-                            config.bits_w,
-                            config.damp,
-                            config.block_columns,
-                            config.act_order,
-                        )
+    swap_linears(mmdit, refs, layers)
+    with stream_modulation(block), restoring(mmdit, refs, layers):
+        for stage in stages:
+            _record(block, streams, data, [layers[r.name] for r in stage])
+            for ref in stage:
+                layer = layers[ref.name]
+                grid = init_grid(layer.weight, config.weight_config)
+                scale, bias = _grid_arrays(grid)
+                codes[ref.name] = mx.array(
+                    gptq_codes(
+                        np.array(layer.weight),
+                        np.array(layer.hessian),
+                        scale,
+                        bias,
+                        config.bits_w,
+                        config.damp,
+                        config.block_columns,
+                        config.act_order,
                     )
-                    grids[ref.name] = grid
-                    layer.hessian = mx.zeros((0, 0))  # release it
-                    layer.weight = dequantize_codes(codes[ref.name], grid)
-            mse = block_mse(block, streams, data)
-            for ref in refs:
-                layers[ref.name].weight = dequantize_codes(
-                    quantize_codes(layers[ref.name]._original.weight, grids[ref.name]),
-                    grids[ref.name],
                 )
-            rtn_mse = block_mse(block, streams, data)
-    finally:
-        _install(mmdit, refs, {r.name: layers[r.name]._original for r in refs})
+                grids[ref.name] = grid
+                layer.hessian = mx.zeros((0, 0))  # release it
+                layer.weight = dequantize_codes(codes[ref.name], grid)
+        mse = block_mse(block, streams, data)
+        for ref in refs:
+            layers[ref.name].weight = dequantize_codes(
+                quantize_codes(layers[ref.name]._original.weight, grids[ref.name]),
+                grids[ref.name],
+            )
+        rtn_mse = block_mse(block, streams, data)
     packed = [packed_layer(ref, codes[ref.name], grids[ref.name]) for ref in refs]
     return BlockWeights(packed, mse, rtn_mse, time.perf_counter() - start)
-
-
-def _install(mmdit: nn.Module, refs: list[LayerRef], layers: dict[str, nn.Module]) -> None:
-    for ref in refs:
-        parent, attr = ref.path.rsplit(".", 1)
-        setattr(get_module(mmdit, parent), attr, layers[ref.name])
 
 
 def _record(block, streams, data: BlockData, layers: list[HessianLinear]) -> None:
@@ -204,7 +201,8 @@ def _record(block, streams, data: BlockData, layers: list[HessianLinear]) -> Non
         layer.record = True
     for first in range(0, len(data), BATCH):
         index = np.arange(first, min(first + BATCH, len(data)))
-        mx.eval(_forward(block, streams, data.batch(index)), [layer.hessian for layer in layers])
+        outputs = replay_batch(block, streams, data.batch(index))
+        mx.eval(outputs, [layer.hessian for layer in layers])
     for layer in layers:
         layer.record = False
 

@@ -94,20 +94,21 @@ def install_adaround(
     mmdit: nn.Module, refs: list[LayerRef], config: WeightQuantConfig, bits_a: int
 ) -> dict[str, AdaRoundLinear]:
     """Swap the block's linears for AdaRound layers (same parameter paths)."""
-    layers = {}
-    for ref in refs:
-        parent_path, attr = ref.path.rsplit(".", 1)
-        parent = get_module(mmdit, parent_path)
-        layer = AdaRoundLinear(getattr(parent, attr), config, bits_a)
-        setattr(parent, attr, layer)
-        layers[ref.name] = layer
+    layers = {ref.name: AdaRoundLinear(get_module(mmdit, ref.path), config, bits_a) for ref in refs}
+    swap_linears(mmdit, refs, layers)
     return layers
 
 
-def restore_linears(mmdit: nn.Module, refs: list[LayerRef], layers: dict[str, AdaRoundLinear]):
+def swap_linears(mmdit: nn.Module, refs: list[LayerRef], modules: dict[str, nn.Module]) -> None:
+    """Put `modules[ref.name]` where each of `refs`' linears is (same parameter paths)."""
     for ref in refs:
         parent_path, attr = ref.path.rsplit(".", 1)
-        setattr(get_module(mmdit, parent_path), attr, layers[ref.name]._original)
+        setattr(get_module(mmdit, parent_path), attr, modules[ref.name])
+
+
+def restore_linears(mmdit: nn.Module, refs: list[LayerRef], layers: dict[str, nn.Module]):
+    """Put back the model's own linears, which each of `layers` keeps as `_original`."""
+    swap_linears(mmdit, refs, {ref.name: layers[ref.name]._original for ref in refs})
 
 
 def packed_layer(

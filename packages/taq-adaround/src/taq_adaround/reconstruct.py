@@ -140,7 +140,7 @@ def _set_modulation(block: nn.Module, streams: dict, batch: tuple[mx.array, ...]
     install_modulation(block, MODULATION_KEY, shaped)
 
 
-def _forward(block: nn.Module, streams: dict, batch: tuple[mx.array, ...]):
+def replay_batch(block: nn.Module, streams: dict, batch: tuple[mx.array, ...]):
     """The block on a `BlockData.batch`: (image out, text out or None), tokens (N, L, D)."""
     image_in, text_in = batch[:2]
     modulation = batch[4 : 4 + len(streams)]
@@ -149,7 +149,7 @@ def _forward(block: nn.Module, streams: dict, batch: tuple[mx.array, ...]):
 
 
 def _reconstruction(block, streams, batch, reduce: Callable) -> mx.array:
-    image, text = _forward(block, streams, batch)
+    image, text = replay_batch(block, streams, batch)
     loss = reduce(image - batch[2])
     if text is not None and batch[3].shape[1] > 0:
         loss = loss + reduce(text - batch[3])
@@ -182,7 +182,7 @@ def block_mse(block, streams, data: BlockData, batch_size: int = 64) -> float:
 
 @contextmanager
 def stream_modulation(block: nn.Module) -> Iterator[None]:
-    """Restore the block's modulation after `_forward` installed each batch's."""
+    """Restore the block's modulation after `replay_batch` installed each batch's."""
     saved = saved_modulation(block)
     try:
         yield
@@ -226,7 +226,7 @@ def adaround_block(
             layer.observe = True
         for _ in range(4):
             index = rng.randint(0, len(data), min(config.batch_size, len(data)))
-            mx.eval(_forward(block, streams, data.batch(index)))
+            mx.eval(replay_batch(block, streams, data.batch(index)))
         for layer in layers.values():
             layer.observe = False
             layer.init_act_scale()

@@ -8,8 +8,10 @@ import sys
 STAGES = [
     "model build",
     "calib",
-    "adaround cache",
-    "adaround optimize",
+    "blockio cache",
+    "weights rtn",
+    "weights gptq",
+    "weights adaround",
     "actstats collect",
     "actstats analyze",
     "eval",
@@ -50,6 +52,21 @@ def test_every_stage_is_measured_and_a_killed_optimize_resumes_to_the_same_weigh
     assert resume["equal"] and resume["arrays_compared"] > 0 and not resume["arrays_differing"]
     assert json.loads((tmp_path / "w.json").read_text()) == result
 
+    # a run stopped during evaluation: --resume keeps what was measured, reruns the rest
+    stopped = {**result, "stages": result["stages"][:-3]}
+    stopped["stages"][-1] = {**stopped["stages"][-1], "outcome": "failed (exit -9)"}
+    (tmp_path / "w.json").write_text(json.dumps(stopped))
+    (tmp_path / "w" / "model.safetensors").unlink()
+    again = realscale("--model", "sd3.5-large-tiny", "--iters", "100",
+                      "--workdir", str(tmp_path / "w"), "--resume")  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    resumed = json.loads(again.stdout)
+    assert [s["name"] for s in resumed["stages"]] == STAGES
+    assert resumed["stages"][:-4] == stopped["stages"][:-1]  # kept as measured
+    assert all(s["outcome"] == "ok" for s in resumed["stages"])
+    assert (tmp_path / "w" / "model.safetensors").is_file()
+    assert "resumed: 7 stage(s) kept from the stopped run" in resumed["notes"]
+
 
 def test_a_stage_over_the_memory_limit_is_reported_and_ends_the_run(tmp_path):
     out = realscale("--model", "sd3.5-large-tiny", "--max-rss-gb", "0.01",
@@ -64,3 +81,7 @@ def test_bad_flags_exit_2_with_one_line(tmp_path):
     out = realscale("--iters", "0", "--workdir", str(tmp_path / "w"))
     assert out.returncode == 2
     assert out.stderr.strip() == "error: --iters must be at least 1"
+    out = realscale("--resume", "--workdir", str(tmp_path / "none"))
+    assert out.returncode == 2
+    expected = "(no none.json beside it, or no store): run without --resume"
+    assert out.stderr.strip().endswith(expected)

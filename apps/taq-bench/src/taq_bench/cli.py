@@ -18,9 +18,9 @@ from taq_runtime.cli import add_version_flag, run_cli
 
 
 def _adaround(args: argparse.Namespace) -> int:
-    if min(args.batch or 1, args.iters or 1) < 1:
-        raise scale.ScaleError("--batch and --iters must be at least 1")
-    results = bench_adaround(args.shapes.split(","), args.batch, args.iters)
+    if min(args.batch or 1, args.iters or 1) < 1 or args.micro_batch < 0:
+        raise scale.ScaleError("--batch and --iters must be at least 1, --micro-batch at least 0")
+    results = bench_adaround(args.shapes.split(","), args.batch, args.iters, args.micro_batch)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
@@ -179,6 +179,7 @@ REALSCALE_HELP = {
     "workdir": "directory of the run (replaced): run.zarr, its report, the checkpoint",
     "max_rss_gb": "kill a stage whose resident memory passes this (GiB)",
     "kill_resume": "then kill optimize once mid-way on a copy, resume it, compare the weights",
+    "resume": "continue a stopped run in --workdir: keep the stages it measured",
 }
 
 
@@ -194,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch", type=int, default=None, help="samples per step (default: the shape's)"
     )
     ada.add_argument("--iters", type=int, default=None, help="timed steps (default: the shape's)")
+    ada.add_argument(
+        "--micro-batch",
+        type=int,
+        default=0,
+        help="AdaRound's --micro-batch: samples per pass, gradients summed (0: whole batch)",
+    )
     ada.add_argument("--json", action="store_true")
     ada.set_defaults(func=_adaround)
     blk = sub.add_parser("blocks", help="one real block per model: W4 vs FP32 time and bytes")

@@ -9,10 +9,14 @@ directory (store, report files, checkpoint). A stage whose resident memory passe
 `--max-rss-gb` is killed and reported as over the limit: on a shared machine the benchmark
 must not take everyone's memory.
 
+`--resume` continues a stopped benchmark in the same `workdir`: the stages its results file
+records as measured are kept, and the others run with their own flag for continuing what a
+killed process of theirs left (`--resume`, or `--overwrite` where a stage has no resume).
+
 `--kill-resume` then checks resumption at this size: the finished store is copied, its
-`weights` group removed, optimize run again, killed (SIGKILL) once at least one block is
-committed and before the last, resumed with `--resume`, and every array of `weights/` (wall
-times excepted) compared with the uninterrupted run's.
+`weights/adaround` group removed, optimize run again, killed (SIGKILL) once at least one
+block is committed and before the last, resumed with `--resume`, and every array of the
+group (wall times excepted) compared with the uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ import numpy as np
 import zarr
 
 from taq_bench.commands import console_script
+from taq_run.weight_methods import weight_methods
 
+ADAROUND = Path("weights", "adaround")  # the group --kill-resume makes again
 TIMINGS = ("seconds",)  # wall times differ between runs: every other array must not
 POLL_SECONDS = 0.2
 
@@ -57,6 +63,7 @@ class RealscaleConfig:
     workdir: str = "runs/realscale"
     max_rss_gb: float = 18.0
     kill_resume: bool = False
+    resume: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_images", "num_steps", "cache_stride", "iters", "eval_samples"):
@@ -80,20 +87,20 @@ class RealscaleConfig:
                 flags += [f"--{name}", str(getattr(self, name))]
         return flags
 
-    def optimize_command(self, store: Path) -> list[str]:
-        return [
-            console_script("taq-adaround"),
-            "optimize",
-            "--store",
-            str(store),
-            "--iters",
-            str(self.iters),
-            "--batch-size",
-            str(self.batch_size),
-        ]
+    def weights_command(self, subcommand: str, flags: list[str], store: Path) -> list[str]:
+        """A weight method's stage; AdaRound's iterations and batch where the method has them."""
+        argv = [console_script("taq-adaround"), subcommand, "--store", str(store)]
+        for name in ("iters", "batch_size"):
+            if name in flags:
+                argv += [f"--{name.replace('_', '-')}", str(getattr(self, name))]
+        return argv
 
-    def stages(self) -> list[tuple[str, list[str]]]:
-        """(stage name, argv) in `taq run`'s order, then export."""
+    def optimize_command(self, store: Path) -> list[str]:
+        return self.weights_command("optimize", ["iters", "batch_size"], store)
+
+    def stages(self) -> list[Stage]:
+        """Every stage in `taq run`'s order (the installed weight methods, cheapest first),
+        then export."""
         store = str(self.store)
         build = (  # as every stage starts: the optimised BLAS first (taq_runtime.launcher)
             "from taq_runtime.blas import load_optimised_blas; load_optimised_blas(); "
@@ -101,43 +108,43 @@ class RealscaleConfig:
             f"load_preset({self.model!r}, options=ModelOptions(False, {self.height}, "
             f"{self.width}))"
         )
+        calib = [console_script("taq-calib"), "--store", store, "--model", self.model]
+        calib += ["--num-images", str(self.num_images), "--num-steps", str(self.num_steps)]
+        adaround, taq = console_script("taq-adaround"), console_script("taq")
+        actstats, samples = console_script("taq-actstats"), str(self.eval_samples)
         return [
-            ("model build", [sys.executable, "-c", build]),
-            (
-                "calib",
-                [
-                    console_script("taq-calib"),
-                    "--store",
-                    store,
-                    "--model",
-                    self.model,
-                    "--num-images",
-                    str(self.num_images),
-                    "--num-steps",
-                    str(self.num_steps),
-                    *self.size_flags(),
-                ],
+            Stage("model build", [sys.executable, "-c", build], ()),
+            Stage("calib", calib + self.size_flags(), ("--resume",)),
+            Stage(
+                "blockio cache",
+                [adaround, "cache", "--store", store, "--stride", str(self.cache_stride)],
+                ("--resume",),
             ),
-            (
-                "adaround cache",
-                [console_script("taq-adaround"), "cache", "--store", store]
-                + ["--stride", str(self.cache_stride)],
+            *(
+                Stage(
+                    f"weights {m.name}",
+                    self.weights_command(m.subcommand or m.name, m.flags(), self.store),
+                    ("--resume",),
+                )
+                for m in weight_methods().values()
             ),
-            ("adaround optimize", self.optimize_command(self.store)),
-            ("actstats collect", [console_script("taq-actstats"), "collect", "--store", store]),
-            ("actstats analyze", [console_script("taq-actstats"), "analyze", "--store", store]),
-            (
-                "eval",
-                [console_script("taq"), "eval", "--store", store]
-                + ["--eval-samples", str(self.eval_samples)],
-            ),
-            ("report", [console_script("taq"), "report", "--store", store]),
-            (
+            Stage("actstats collect", [actstats, "collect", "--store", store], ("--resume",)),
+            Stage("actstats analyze", [actstats, "analyze", "--store", store], ("--overwrite",)),
+            Stage("eval", [taq, "eval", "--store", store, "--eval-samples", samples]),
+            Stage("report", [taq, "report", "--store", store]),
+            Stage(
                 "export",
-                [console_script("taq"), "export", "--store", store]
-                + ["--output", str(self.checkpoint)],
+                [taq, "export", "--store", store, "--output", str(self.checkpoint)],
+                ("--overwrite",),
             ),
         ]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    argv: list[str]
+    continue_flags: tuple[str, ...] = ()  # what makes it continue a killed run of itself
 
 
 @dataclass
@@ -245,8 +252,8 @@ def run_stage(
 
 
 def weights_arrays(store: Path) -> dict[str, np.ndarray]:
-    """Every array under `weights/` but wall times."""
-    root = zarr.open_group(store / "weights", mode="r")
+    """Every array of `weights/adaround` but wall times."""
+    root = zarr.open_group(store / ADAROUND, mode="r")
     return {
         path: member[...]
         for path, member in root.members(max_depth=None)
@@ -263,7 +270,7 @@ def same_array(a: np.ndarray, b: np.ndarray) -> bool:
 def blocks_done(store: Path) -> int:
     """Blocks committed in `weights/adaround` so far (0 while the group is being made)."""
     try:
-        group = zarr.open_group(store / "weights" / "adaround", mode="r")
+        group = zarr.open_group(store / ADAROUND, mode="r")
         return int(np.asarray(group["done"][...]).sum())
     except (KeyError, FileNotFoundError, ValueError, zarr.errors.GroupNotFoundError):
         return 0
@@ -271,12 +278,12 @@ def blocks_done(store: Path) -> int:
 
 def kill_and_resume(config: RealscaleConfig, max_rss: int, log=print) -> dict:
     """Optimize a copy of the finished store again, SIGKILL it mid-way, resume it, and
-    compare its `weights/` with the uninterrupted run's."""
+    compare its `weights/adaround` with the uninterrupted run's."""
     copy = Path(config.workdir) / "resumed.zarr"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(config.store, copy)
-    shutil.rmtree(copy / "weights")  # optimize starts from no weights, as in the run
-    total = len(np.asarray(zarr.open_group(config.store / "weights" / "adaround")["done"][...]))
+    shutil.rmtree(copy / ADAROUND)  # optimize starts from no weights, as in the run
+    total = len(np.asarray(zarr.open_group(config.store / ADAROUND)["done"][...]))
     if total < 2:
         raise RealscaleError("--kill-resume needs a model of at least 2 blocks")
     argv = config.optimize_command(copy)
@@ -313,19 +320,27 @@ def kill_and_resume(config: RealscaleConfig, max_rss: int, log=print) -> dict:
 
 
 def bench_realscale(config: RealscaleConfig, log=print) -> RealscaleResult:
-    """Every stage into a fresh `workdir`, measured one by one; stops at the first stage
-    that fails or passes the memory limit (the rest need its output)."""
+    """Every stage into a fresh `workdir` (`--resume`: the one a stopped run left), measured
+    one by one; stops at the first stage that fails or passes the memory limit (the rest
+    need its output)."""
     workdir = Path(config.workdir)
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    kept = measured_before(config) if config.resume else []
+    if not config.resume:
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
     max_rss = int(config.max_rss_gb * 2**30)
-    result = RealscaleResult(asdict(config), [], (0.0, 0.0, 0.0))
-    for name, argv in config.stages():
-        run = run_stage(name, argv, workdir, max_rss, log=log)
+    result = RealscaleResult(asdict(config), kept, (0.0, 0.0, 0.0))
+    if kept:
+        result.notes.append(f"resumed: {len(kept)} stage(s) kept from the stopped run")
+    for index, stage in enumerate(config.stages()):
+        if index < len(kept):
+            continue
+        argv = stage.argv + (list(stage.continue_flags) if config.resume else [])
+        run = run_stage(stage.name, argv, workdir, max_rss, log=log)
         result.stages.append(run)
         save(result, config)  # a long run keeps what it measured if it is stopped
         if run.outcome != "ok":
-            result.notes.append(f"stopped at {name}: {run.outcome}. {run.message}".strip())
+            result.notes.append(f"stopped at {stage.name}: {run.outcome}. {run.message}".strip())
             break
     else:
         if config.kill_resume:
@@ -333,6 +348,42 @@ def bench_realscale(config: RealscaleConfig, log=print) -> RealscaleResult:
     result.load_average = os.getloadavg()
     save(result, config)
     return result
+
+
+# flags that may differ between a stopped run and its --resume
+RESUME_MAY_CHANGE = ("resume", "kill_resume", "max_rss_gb")
+
+
+def measured_before(config: RealscaleConfig) -> list[StageRun]:
+    """The stages a stopped run in `config.workdir` measured, in order, up to its first
+    stage that did not finish."""
+    path = results_path(config)
+    if not path.is_file() or not config.store.exists():
+        raise RealscaleError(
+            f"--resume: no stopped run in {config.workdir} (no {path.name} beside it, or no "
+            "store): run without --resume"
+        )
+    try:
+        earlier = json.loads(path.read_text())
+        runs = [StageRun(**run) for run in earlier["stages"]]
+        recorded = earlier["config"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise RealscaleError(f"--resume: {path} is not this benchmark's results ({err})") from None
+    differ = sorted(
+        name
+        for name, value in asdict(config).items()
+        if name not in RESUME_MAY_CHANGE and recorded.get(name) != value
+    )
+    if differ:
+        flags = ", ".join(f"--{n.replace('_', '-')} {recorded.get(n)}" for n in differ)
+        raise RealscaleError(f"--resume: the stopped run used {flags}: pass the same flags")
+    names = [stage.name for stage in config.stages()]
+    kept = []
+    for run in runs:
+        if run.outcome != "ok" or len(kept) >= len(names) or run.name != names[len(kept)]:
+            break
+        kept.append(run)
+    return kept
 
 
 def results_path(config: RealscaleConfig) -> Path:

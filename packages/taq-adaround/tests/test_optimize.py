@@ -67,6 +67,37 @@ def test_warmup_step_without_regulariser_is_the_zero_weighted_update(digits, cac
         np.testing.assert_array_equal(act, trained[1][name][1], err_msg=name)
 
 
+def test_micro_batches_give_the_whole_batchs_update(digits, cached_store):
+    """`--micro-batch` sums the gradient over micro-batches (here 3 + 3 + 2 samples, the
+    regulariser once): the same losses and trained variables as one pass over the batch,
+    to float32 summation order."""
+    data = load_block_data(Store.open(cached_store), "mm1")
+    block, streams = get_block(digits.mmdit, "mm1"), block_streams(digits.mmdit, "mm1")
+    refs = block_layers(digits.mmdit, "mm1")
+    trained, losses = [], []
+    for micro_batch in (0, 3):
+        config = AdaRoundConfig(iters=10, batch_size=8, micro_batch=micro_batch)
+        layers = install_adaround(digits.mmdit, refs, config.weight_config, config.bits_a)
+        try:
+            for layer in layers.values():
+                layer.act_scale = mx.array(0.5)
+            set_mode(layers, "soft")
+            step, state = make_train_step(block, streams, layers, config, compile_step=True)
+            run = []
+            for it, reg_weight in enumerate((None, None, mx.array(0.01), mx.array(0.01))):
+                loss, rec = step(data.batch(np.arange(it, it + 8)), mx.array(20.0), reg_weight)
+                mx.eval(loss, rec, state)
+                run.append((loss.item(), rec.item()))
+            losses.append(run)
+            trained.append({k: (np.array(v.v), np.array(v.act_scale)) for k, v in layers.items()})
+        finally:
+            restore_linears(digits.mmdit, refs, layers)
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    for name, (v, act) in trained[0].items():
+        np.testing.assert_allclose(trained[1][name][0], v, rtol=0, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(trained[1][name][1], act, rtol=1e-5, err_msg=name)
+
+
 def test_optimize_writes_weights_better_than_rtn(cached_store, tmp_path, cli, against_rtn):
     path = tmp_path / "run.zarr"
     shutil.copytree(cached_store, path)

@@ -44,6 +44,7 @@ class Shape:
     text_tokens: int
     batch: int
     iters: int
+    micro_batch: int = 0  # AdaRound's --micro-batch (0: the whole batch in one pass)
 
 
 SHAPES = {
@@ -60,6 +61,8 @@ class StepRate:
     compiled_its: float
     step_cpu_ms: float  # the compiled AdaRound step, user + system CPU
     plain_cpu_ms: float  # a compiled forward + backward of the float block
+    micro_batch: int = 0
+    step_peak_gb: float = 0.0  # MLX's peak memory while the compiled step ran
 
     @property
     def ratio(self) -> float:
@@ -103,6 +106,7 @@ def _block(shape: Shape):
 
 def _time(step, state, iters: int) -> tuple[float, float]:
     """(iterations per second, CPU seconds per iteration) after one warm-up call."""
+    mx.reset_peak_memory()
     mx.eval(step(), state)  # warm-up (and compilation)
     start, cpu = time.perf_counter(), _cpu_seconds()
     for _ in range(iters):
@@ -114,7 +118,9 @@ def measure(shape: Shape, compile_step: bool) -> tuple[float, float]:
     """(iterations per second, CPU seconds per iteration) of the train step on one block."""
     mmdit, block, streams, data = _block(shape)
     refs = block_layers(mmdit, "mm0")
-    settings = AdaRoundConfig(iters=shape.iters, batch_size=shape.batch)
+    settings = AdaRoundConfig(
+        iters=shape.iters, batch_size=shape.batch, micro_batch=shape.micro_batch
+    )
     layers = install_adaround(mmdit, refs, settings.weight_config, settings.bits_a)
     for layer in layers.values():
         layer.act_scale = mx.array(0.05)
@@ -136,19 +142,32 @@ def measure_plain(shape: Shape) -> float:
 
 
 def bench_adaround(
-    shapes: list[str], batch: int | None = None, iters: int | None = None
+    shapes: list[str], batch: int | None = None, iters: int | None = None, micro_batch: int = 0
 ) -> list[StepRate]:
     """Each shape's step rate, eager and compiled; `batch` / `iters` replace the shape's."""
     results = []
     for name in shapes:
         shape = dataclasses.replace(
-            SHAPES[name], batch=batch or SHAPES[name].batch, iters=iters or SHAPES[name].iters
+            SHAPES[name],
+            batch=batch or SHAPES[name].batch,
+            iters=iters or SHAPES[name].iters,
+            micro_batch=micro_batch,
         )
         eager, _ = measure(shape, compile_step=False)
         compiled, step_cpu = measure(shape, compile_step=True)
+        peak = mx.get_peak_memory() / 1e9
         plain_cpu = measure_plain(shape)
         results.append(
-            StepRate(name, shape.batch, eager, compiled, 1e3 * step_cpu, 1e3 * plain_cpu)
+            StepRate(
+                name,
+                shape.batch,
+                eager,
+                compiled,
+                1e3 * step_cpu,
+                1e3 * plain_cpu,
+                micro_batch,
+                peak,
+            )  # fmt: skip
         )
     return results
 
@@ -156,11 +175,12 @@ def bench_adaround(
 def lines(results: list[StepRate]) -> list[str]:
     out = [
         f"{'block shape':<14}{'batch':>6}{'eager it/s':>12}{'compiled it/s':>15}{'ratio':>8}"
-        f"{'step CPU ms':>13}{'fwd+bwd CPU ms':>16}{'ratio':>8}"
+        f"{'step CPU ms':>13}{'fwd+bwd CPU ms':>16}{'ratio':>8}{'micro':>7}{'step peak GB':>14}"
     ]
     for r in results:
         out.append(
             f"{r.shape:<14}{r.batch:>6}{r.eager_its:>12.2f}{r.compiled_its:>15.2f}{r.ratio:>7.2f}x"
             f"{r.step_cpu_ms:>13.1f}{r.plain_cpu_ms:>16.1f}{r.cpu_ratio:>7.2f}x"
+            f"{r.micro_batch or r.batch:>7}{r.step_peak_gb:>14.2f}"
         )
     return out

@@ -91,8 +91,16 @@ class BlockWeights:
 
 
 def recorded_config(config: object, blocks: Sequence[str], method: str) -> dict:
-    """The config `weights/<method>` records for a method's `config` over `blocks`."""
-    return {**asdict(config), "blocks": list(blocks), "format": FORMAT, "method": method}
+    """The config `weights/<method>` records for a method's `config` over `blocks`. A field
+    whose metadata says `"record": "unless default"` is left out at its default: a field
+    added later then leaves the groups recorded before it up to date."""
+    left_out = {
+        f.name
+        for f in fields(config)
+        if f.metadata.get("record") == "unless default" and getattr(config, f.name) == f.default
+    }
+    recorded = {k: v for k, v in asdict(config).items() if k not in left_out}
+    return {**recorded, "blocks": list(blocks), "format": FORMAT, "method": method}
 
 
 def sizes_of(block: BlockWeights, blocks: Sequence[str], streams: Sequence[str]) -> dict:

@@ -25,7 +25,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from taq_adaround.gelu import fused_gelu
 from taq_adaround.layers import AdaRoundLinear, install_adaround, packed_layer, restore_linears
@@ -53,6 +53,15 @@ class AdaRoundConfig(GridConfig):
     )
     iters: int = field(default=1000, metadata={"help": "AdaRound iterations per block"})
     batch_size: int = field(default=16, metadata={"help": "AdaRound batch size (samples)"})
+    micro_batch: int = field(
+        default=0,
+        metadata={
+            "help": "AdaRound: samples per forward and backward pass, their gradients summed "
+            "into the batch's (0: the whole batch at once; fewer hold less memory: an "
+            "SD3-Medium block at batch 16 needs 4)",
+            "record": "unless default",  # stores made before it existed keep their config
+        },
+    )
     lr: float = field(
         default=1e-3, metadata={"help": "AdaRound: learning rate of the rounding variables"}
     )
@@ -76,6 +85,7 @@ class AdaRoundConfig(GridConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         at_least(1, iters=self.iters, batch_size=self.batch_size)
+        at_least(0, micro_batch=self.micro_batch)
         for name in ("lr", "lr_act", "reg_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (value == 0 and name == "lr"):
@@ -247,31 +257,47 @@ def set_mode(layers: dict[str, AdaRoundLinear], mode: str) -> None:
         layer.mode = mode
 
 
+def _optimizers(block, config: AdaRoundConfig) -> tuple[optim.Adam, optim.Adam]:
+    """Adam for the rounding logits and for the activation scales, their state made now:
+    a compiled step then sees the same state tree on every call and is traced once."""
+    schedule = optim.cosine_decay(config.lr_act, config.iters)
+    opt_v = optim.Adam(learning_rate=config.lr, bias_correction=config.bias_correction)
+    opt_act = optim.Adam(learning_rate=schedule, bias_correction=config.bias_correction)
+    trainable = block.trainable_parameters()
+    opt_v.init(_split(trainable, "v"))
+    opt_act.init(_split(trainable, "act_scale"))
+    return opt_v, opt_act
+
+
+def _objective(streams, layers, regularized: bool) -> Callable:
+    """`(model, batch, beta, reg_weight, share) -> (loss, reconstruction)`: the batch's
+    reconstruction error weighted by `share` (its part of a larger batch), plus the
+    regulariser where `regularized`."""
+
+    def loss_fn(model, batch, beta, reg_weight, share=1.0):
+        rec = reconstruction_loss(model, streams, batch) * share
+        if not regularized:
+            return rec, rec
+        reg = sum(rounding_regularizer(layer.v, beta) for layer in layers.values())
+        return rec + reg_weight * reg, rec
+
+    return loss_fn
+
+
 def make_train_step(block, streams, layers, config: AdaRoundConfig, compile_step: bool):
     """One optimisation step; returns (step_fn, state) with `step_fn(batch, beta, reg_weight)`.
 
     `reg_weight=None` is the warm-up step: the regulariser is left out of the graph rather
-    than weighted by 0 (the same update, without computing its value and gradient).
+    than weighted by 0 (the same update, without computing its value and gradient). With
+    `config.micro_batch`, the step is `make_accumulating_step`'s.
     """
-    schedule = optim.cosine_decay(config.lr_act, config.iters)
-    opt_v = optim.Adam(learning_rate=config.lr, bias_correction=config.bias_correction)
-    opt_act = optim.Adam(learning_rate=schedule, bias_correction=config.bias_correction)
-    # Adam makes its state on its first update: made here instead, the compiled step sees
-    # the same state tree on every call and is traced once, not twice.
-    trainable = block.trainable_parameters()
-    opt_v.init(_split(trainable, "v"))
-    opt_act.init(_split(trainable, "act_scale"))
+    if config.micro_batch:
+        return make_accumulating_step(block, streams, layers, config, compile_step)
+    opt_v, opt_act = _optimizers(block, config)
     state = [block.state, opt_v.state, opt_act.state]
 
     def make_step(regularized: bool):
-        def loss_fn(model, batch, beta, reg_weight):
-            rec = reconstruction_loss(model, streams, batch)
-            if not regularized:
-                return rec, rec
-            reg = sum(rounding_regularizer(layer.v, beta) for layer in layers.values())
-            return rec + reg_weight * reg, rec
-
-        loss_and_grad = nn.value_and_grad(block, loss_fn)
+        loss_and_grad = nn.value_and_grad(block, _objective(streams, layers, regularized))
 
         def step(batch, beta, reg_weight):
             (loss, rec), grads = loss_and_grad(block, batch, beta, reg_weight)
@@ -290,6 +316,60 @@ def make_train_step(block, streams, layers, config: AdaRoundConfig, compile_step
     return step_fn, state
 
 
+def micro_batches(batch: tuple[mx.array, ...], streams, size: int) -> list[tuple]:
+    """A `BlockData.batch` cut into batches of at most `size` samples (RoPE's table whole)."""
+    per_sample = 4 + len(streams)
+    count = batch[0].shape[0]
+    return [
+        tuple(x[start : start + size] for x in batch[:per_sample]) + batch[per_sample:]
+        for start in range(0, count, size)
+    ]
+
+
+def make_accumulating_step(block, streams, layers, config: AdaRoundConfig, compile_step: bool):
+    """`make_train_step`'s update with the batch's gradient summed over micro-batches of
+    `config.micro_batch` samples, each evaluated before the next: the activations of one
+    micro-batch are held at a time, not the batch's (at SD3-Medium size, batch 16 whole
+    needs ~16 GB on top of the model). The regulariser enters once, with the first."""
+    opt_v, opt_act = _optimizers(block, config)
+    state = [block.state, opt_v.state, opt_act.state]
+
+    def make_gradient(regularized: bool):
+        loss_and_grad = nn.value_and_grad(block, _objective(streams, layers, regularized))
+
+        def gradient(batch, beta, reg_weight, share):
+            (loss, rec), grads = loss_and_grad(block, batch, beta, reg_weight, share)
+            return loss, rec, grads
+
+        # the block's state is an output too: the block call installs the batch's modulation
+        modules = [block.state]
+        return mx.compile(gradient, inputs=modules, outputs=modules) if compile_step else gradient
+
+    gradients = {True: make_gradient(True), False: make_gradient(False)}
+
+    def update(grads):
+        opt_v.update(block, _split(grads, "v"))
+        if config.bits_a:
+            opt_act.update(block, _split(grads, "act_scale"))
+
+    update = mx.compile(update, inputs=state, outputs=state) if compile_step else update
+
+    def step_fn(batch, beta, reg_weight):
+        count = batch[0].shape[0]
+        total = None
+        for index, part in enumerate(micro_batches(batch, streams, config.micro_batch)):
+            regularized = reg_weight is not None and index == 0
+            share = mx.array(part[0].shape[0] / count, dtype=mx.float32)
+            out = gradients[regularized](part, beta, reg_weight if regularized else None, share)
+            total = out if total is None else tree_map(mx.add, total, out)
+            mx.eval(total)  # this micro-batch's activations are freed before the next
+        loss, rec, grads = total
+        update(grads)
+        return loss, rec
+
+    return step_fn, state
+
+
 def train_rounding(
     block, streams, layers, data, config, rng, compile_step=True, show_progress=True, name=""
 ) -> list[float]:
@@ -297,8 +377,10 @@ def train_rounding(
     batch_size = min(config.batch_size, len(data))
     next_batch = data.batch(rng.randint(0, len(data), batch_size))
     # The modulation is part of the block's state, an input of the compiled step: with the
-    # batch's shape from the start, the step is traced once rather than again after step 1.
-    _set_modulation(block, streams, next_batch)
+    # (micro-)batch's shape from the start, the step is traced once rather than again after
+    # step 1.
+    first = micro_batches(next_batch, streams, config.micro_batch or batch_size)[0]
+    _set_modulation(block, streams, first)
     step_fn, state = make_train_step(block, streams, layers, config, compile_step)
     losses: list[float] = []
     bar = progress(config.iters, f"adaround {name}", unit="it") if show_progress else None

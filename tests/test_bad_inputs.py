@@ -40,6 +40,7 @@ from taq_run.weight_methods import weight_methods
 METHOD_FLAGS = [
     ("iters", "0", "--iters must be at least 1"),
     ("batch-size", "0", "--batch-size must be at least 1"),
+    ("micro-batch", "-1", "--micro-batch must be at least 0"),
     ("bits-w", "7", "--bits-w 7 is not supported"),
     ("bits-a", "9", "--bits-a must be 0 (off) or 2..8"),
     ("group-size", "48", "--group-size 48 is not supported"),

@@ -11,7 +11,8 @@ reduce inside the graph (an observer, nothing stored), so memory holds one pass.
 Under `mlx.launch` rank r collects the images i with i % ranks == r (`taq_run.writers`):
 an image's statistics depend only on it and on image 0's edges, so the group is the same
 bit for bit whatever the number of ranks, and `analyze` reduces it over images in image
-order (the momentum shift depends on the order) exactly as for one rank.
+order (the momentum shift depends on the order) exactly as for one rank. Readers get the
+group through `require_stats` and `read_stats` (an `ActivationStats`).
 """
 
 from __future__ import annotations

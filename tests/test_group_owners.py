@@ -92,45 +92,33 @@ def _array_names() -> dict[str, set[str]]:
     return names
 
 
-# Readers that still open other groups' arrays themselves, to move behind their owners'
-# decoders (each pair: module, group kind). A new one fails the test below; `weights` has
-# none left: every method writes and every reader reads it through `taq_run.weights`.
-NOT_YET_BEHIND_THEIR_OWNER = {
-    ("apps/taq-bench/src/taq_bench/suite.py", "calib"),
-    ("apps/taq-pipeline/src/taq_pipeline/evaluate.py", "calib"),
-    ("apps/taq-pipeline/src/taq_pipeline/report.py", "quant_config"),
-    ("apps/taq-pipeline/src/taq_pipeline/sweep.py", "quant_config"),
-    ("libs/taq-run/src/taq_run/runs.py", "calib"),
-    ("packages/taq-actstats/src/taq_actstats/analyze.py", "actstats"),
-    ("packages/taq-actstats/src/taq_actstats/plots.py", "actstats"),
-    ("packages/taq-actstats/src/taq_actstats/plots.py", "quant_config"),
-    ("packages/taq-calib/src/taq_calib/calibration.py", "calib"),
-}
+GROUP_CALLS = ("read", "read_arrays", "read_unit", "write_unit")
 
 
 def array_accesses(tree: ast.Module) -> list[tuple[int, str, str | None]]:
-    """`(line, call, array name or None)` for each `.read(...)` / `.read_unit(...)` /
-    `.write_unit(...)` call naming a schema array by a literal, or by an f-string (None),
-    and every `.write_unit(...)` call."""
+    """`(line, call, array name or None)` for each `.read(...)` naming a schema array by a
+    literal, or at run time (an f-string or a variable: None), and every `.read_arrays(...)`,
+    `.read_unit(...)` and `.write_unit(...)` call (None: `StageGroup`'s own methods, whatever
+    their arguments)."""
     names = _array_names()
     found = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         call = node.func.attr
-        if call not in ("read", "read_unit", "write_unit") or not node.args:
+        if call not in GROUP_CALLS or not node.args:
             continue
         first = node.args[0]
         if isinstance(first, ast.Constant) and first.value in names:
             found.append((node.lineno, call, first.value))
-        elif isinstance(first, ast.JoinedStr) or call == "write_unit":
+        elif call != "read" or isinstance(first, ast.JoinedStr | ast.Name):
             found.append((node.lineno, call, None))
-    return found
+    return sorted(found, key=lambda access: access[0])
 
 
 def test_only_a_groups_owner_reads_or_writes_its_arrays():
-    """A module that names a group's array in `.read(...)` or writes units must own that
-    group: encode and decode live with the owner, everyone else calls them."""
+    """A module that reads a group's arrays or writes its units must own that group: encode
+    and decode live with the owner, everyone else calls them (every group, no exceptions)."""
     names = _array_names()
     problems = []
     for path in SOURCES:
@@ -140,9 +128,28 @@ def test_only_a_groups_owner_reads_or_writes_its_arrays():
         for line, call, array in array_accesses(tree):
             kinds = names.get(array, set()) if array else set()
             if own is not None and (array is None or own in kinds):
-                continue  # the owner's own arrays (an f-string: its role-templated ones)
-            waived = {kind for module, kind in NOT_YET_BEHIND_THEIR_OWNER if module == name}
-            if (kinds & waived) or (not kinds and waived):
-                continue
-            problems.append(f"{name}:{line}: {call}({array or 'f-string'}) of {kinds or '?'}")
+                continue  # the owner's own arrays (None: named at run time, or whole units)
+            problems.append(f"{name}:{line}: {call}({array or '...'}) of {kinds or '?'}")
     assert not problems, problems
+
+
+def test_a_read_outside_the_owner_is_found():
+    """The scan sees each way a module could read or write a group's arrays itself."""
+    source = """
+group.read("sq_bits")
+group.read(f"{role}_weight")
+{name: group.read(name) for name in names}
+group.read_arrays(["bits", "scale"])
+group.read_unit(0)
+group.write_unit(0, unit)
+handle.read(1 << 20)
+"""
+    found = array_accesses(ast.parse(source))
+    assert [(call, array) for _, call, array in found] == [
+        ("read", "sq_bits"),
+        ("read", None),
+        ("read", None),
+        ("read_arrays", None),
+        ("read_unit", None),
+        ("write_unit", None),
+    ]

@@ -194,6 +194,34 @@ def test_require_refuses_a_corrupt_group(store: Store) -> None:
         Store.open(store.path).require_group("calib")
 
 
+def test_read_arrays_reads_what_read_reads(store: Store) -> None:
+    group = write_calib(store)
+    arrays = group.read_arrays(["latents", "timesteps", "negative_tokens"], [2])
+    np.testing.assert_array_equal(arrays["latents"], group.read("latents", [2]))
+    np.testing.assert_array_equal(arrays["timesteps"], calib_writer.constants()["timesteps"])
+    assert list(arrays) == ["latents", "timesteps", "negative_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((calib_writer.STEPS - 1,), "timesteps has 4 steps but latents has 5"),
+        ((calib_writer.STEPS, 1), r"timesteps has 2 dims, the schema's has 1 \(step\)"),
+    ],
+    ids=["one-step-short", "another-rank"],
+)
+def test_read_arrays_refuses_arrays_that_disagree(store: Store, shape, message) -> None:
+    """Each array's shape is its own metadata: a store edited by hand can make two arrays
+    disagree on a dim, which a decoder indexing one by the other would not notice."""
+    write_calib(store)
+    zarr.open_group(store.path / "calib", mode="r+").create_array(
+        "timesteps", shape=shape, dtype="float32", fill_value=0.0, overwrite=True
+    )
+    group = Store.open(store.path).require_group("calib")
+    with pytest.raises(CorruptGroupError, match=rf"`calib` in .*: {message}: rerun `taq-calib"):
+        group.read_arrays(["latents", "timesteps"])
+
+
 def test_a_named_group_with_truncated_metadata_is_named_with_its_command(store: Store) -> None:
     """Listing the groups (`taq doctor`) names the broken one and the command that rewrites
     it, not the JSON parser's complaint alone."""

@@ -1,6 +1,6 @@
-"""taq-run: the calib contract round trip (what its owner writes, `forward_calibration`
-replays exactly as the sampler ran), a store of another model refused, and the weights
-owner's config and record."""
+"""taq-run: the calib contract round trip (what its owner writes, its decoders and
+`forward_calibration` read back exactly as the sampler ran), the quant_config owner's plan
+round trip, a store of another model refused, and the weights owner's config and record."""
 
 import mlx.core as mx
 import numpy as np
@@ -8,16 +8,33 @@ import pytest
 
 from taq_io import ModelIdentity, ModelMismatchError, Store
 from taq_model.sampling import initial_noise, sample_euler, timesteps_for
-from taq_run.calib import CalibConfig, calib_unit, create_calib_group, require_calib
-from taq_run.quant_config import AnalyzeConfig
+from taq_run.calib import (
+    CalibConfig,
+    CalibImage,
+    calib_conditioning,
+    calib_seeds,
+    calib_timesteps,
+    create_calib_group,
+    read_calib_image,
+    require_calib,
+    write_calib_image,
+)
+from taq_run.quant_config import (
+    AnalyzeConfig,
+    create_quant_config_group,
+    read_quant_plan,
+    read_tiers,
+    require_quant_config,
+)
 from taq_run.runs import forward_calibration, model_identity, refuse_other_model
 from taq_run.weights import GridConfig, recorded_config
 
 STEPS, CFG = 4, 3.0
 
 
-def write_calib(handle, store: Store, prompts: tuple[str, ...]) -> CalibConfig:
-    """Sample `prompts` (seeds 0, 1, ...) and store every step's input through the owner."""
+def write_calib(handle, store: Store, prompts: tuple[str, ...]) -> list[CalibImage]:
+    """Sample `prompts` (seeds 0, 1, ...) and store every step's input through the owner;
+    the images written."""
     config = CalibConfig(handle.name, prompts, len(prompts), STEPS, CFG)
     sigmas = handle.sigmas(STEPS)
     negative = handle.encode([prompts[0]])
@@ -31,6 +48,7 @@ def write_calib(handle, store: Store, prompts: tuple[str, ...]) -> CalibConfig:
         negative_tokens=np.array(negative.negative_tokens[0], np.float32),
         negative_pooled=np.array(negative.negative_pooled[0], np.float32),
     )
+    written = []
     for image, prompt in enumerate(prompts):
         conditioning, seen = handle.encode([prompt]), []
 
@@ -39,7 +57,7 @@ def write_calib(handle, store: Store, prompts: tuple[str, ...]) -> CalibConfig:
 
         noise = initial_noise(config.seed_of(image), handle.latent_shape)
         final = sample_euler(handle, conditioning, noise, sigmas, CFG, on_step=record)
-        unit = calib_unit(
+        sampled = CalibImage(
             np.array(mx.stack(seen), np.float32),
             np.array(final[0], np.float32),
             np.array(conditioning.tokens[0], np.float32),
@@ -47,9 +65,75 @@ def write_calib(handle, store: Store, prompts: tuple[str, ...]) -> CalibConfig:
             prompt,
             config.seed_of(image),
         )
-        group.write_unit(image, unit)
+        write_calib_image(group, image, sampled)
+        written.append(sampled)
     group.mark_complete()
-    return config
+    return written
+
+
+def test_the_calib_owner_decodes_each_image_as_it_was_encoded(random_handle, tmp_path):
+    store = Store.create(tmp_path / "run.zarr", model_identity(random_handle))
+    written = write_calib(random_handle, store, ("a cat", "a dog"))
+    calib = require_calib(store)
+    for index, sampled in enumerate(written):
+        image = read_calib_image(calib, index)
+        assert (image.prompt, image.seed) == (sampled.prompt, sampled.seed)
+        for name in ("latents", "final", "tokens", "pooled"):
+            np.testing.assert_array_equal(getattr(image, name), getattr(sampled, name))
+        conditioning = calib_conditioning(calib, index)
+        np.testing.assert_array_equal(np.array(conditioning.tokens[0]), sampled.tokens)
+        np.testing.assert_array_equal(np.array(conditioning.pooled[0]), sampled.pooled)
+    assert calib_seeds(calib) == [0, 1]
+    sigmas = random_handle.sigmas(STEPS)
+    np.testing.assert_array_equal(
+        calib_timesteps(calib), np.array(timesteps_for(sigmas), np.float32)[:STEPS]
+    )
+
+
+def test_the_quant_config_owner_decodes_the_plan_it_encoded(tmp_path):
+    store = Store.create(tmp_path / "run.zarr", ModelIdentity("tiny-digits", "0123456789abcdef"))
+    names = ["mm0.image.attn.q_proj", "mm0.image.mlp.fc2", "mm0.text.mlp.fc2"]
+    steps, channel = 2, 4
+    rng = np.random.default_rng(0)
+    bits = np.array([[4, 6, 8], [8, 8, 4]], np.int32)
+    smoothing = np.ones((3, channel), np.float32)
+    smoothing[1, :2] = [0.5, 2.0]  # mm0.image.mlp.fc2 is smoothed
+    smoothing[2, 3] = np.nan  # padding beyond a narrower layer
+    constants = {
+        "layer_names": names,
+        "in_features": np.array([4, 4, 3], np.int32),
+        "step_index": np.arange(steps, dtype=np.int32),
+        "timesteps": np.array([1000.0, 500.0], np.float32),
+        "post_gelu": np.array([False, True, True]),
+        "bits": bits,
+        "scale": rng.random((steps, 3), np.float32),
+        "shift": rng.random((steps, 3, channel), np.float32),
+        "smoothing": smoothing,
+        "sq_bits": np.full((steps, 3), 4, np.int32),
+        "sq_scale": rng.random((steps, 3), np.float32),
+        **{
+            name: rng.random((steps, 3), np.float32)
+            for name in ("absmax", "quant_absmax", "mean_square", "sq_absmax")
+        },
+    }
+    create_quant_config_group(
+        store,
+        AnalyzeConfig(),
+        producer="test",
+        inputs={},
+        sizes={"layer": 3, "step": steps, "channel": channel},
+        constants=constants,
+    )
+    group = require_quant_config(store)
+    plan = read_quant_plan(group)
+    assert plan.layer_names == names
+    for name in ("in_features", "timesteps", "post_gelu", "bits", "scale", "sq_bits", "shift"):
+        np.testing.assert_array_equal(getattr(plan, name), constants[name])
+    np.testing.assert_array_equal(plan.smoothing, smoothing)
+    tiers = read_tiers(group)
+    assert tiers.layer_names == names and tiers.smoothed.tolist() == [False, True, False]
+    assert tiers.average_bits() == pytest.approx(38 / 6)
+    assert tiers.average_bits(smoothquant=True) == 4.0
 
 
 def test_replay_through_the_owner_reproduces_the_sampled_trajectory(random_handle, tmp_path):

@@ -1,9 +1,10 @@
-"""Collected statistics against a direct NumPy computation over the same activations."""
+"""Collected statistics against a direct NumPy computation over the same activations, and
+as the group's owner decodes them."""
 
 import numpy as np
 
 from taq_actstats.analyze import momentum_shift
-from taq_actstats.collect import CollectConfig, collect_stats, histogram
+from taq_actstats.collect import CollectConfig, collect_stats, histogram, read_stats
 from taq_hooks import hook_layers
 from taq_io import Store
 from taq_run.runs import forward_calibration
@@ -52,3 +53,11 @@ def test_statistics_equal_numpy(digits, store_copy):
             shift = 0.95 * (lo0 + hi0) / 2 + 0.05 * (lo1 + hi1) / 2
             got = momentum_shift(cmin[:, li, step, :width], cmax[:, li, step, :width])
             np.testing.assert_allclose(got, shift, rtol=1e-6)
+    stats = read_stats(group)  # what readers get: image 0's edges, counts pooled over images
+    assert stats.layer_names == names
+    np.testing.assert_array_equal(stats.channel_min, cmin)
+    np.testing.assert_array_equal(stats.hist_edges, edges[0])
+    np.testing.assert_array_equal(stats.hist_counts, counts.sum(axis=0))
+    summaries = read_stats(group, per_channel=False)
+    assert summaries.channel_min is None and summaries.hist_counts is None
+    np.testing.assert_array_equal(summaries.p99, group.read("p99"))

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from taq_adaround.blockio import CacheConfig, cache_block_io
+from taq_adaround.blockio import CacheConfig, cache_block_io, read_block_samples
 from taq_calib import CalibConfig, calibrate
 from taq_infer.bench import bench_preset
 from taq_io import Store
 from taq_model.presets import load_preset
-from taq_run.calib import require_calib
+from taq_run.calib import calib_timesteps, read_calib_image, require_calib
 from taq_run.runs import model_identity
 
 GEMM = (
@@ -74,18 +74,18 @@ def bench_storage(images: int = 4, steps: int = 10) -> dict:
         start = time.perf_counter()
         calibrate(handle, store, CalibConfig("tiny-digits", ("digit 3",), images, steps, 3.0))
         calib = require_calib(store)
-        latents, timesteps = calib.read("latents"), calib.read("timesteps")
-        tokens, pooled = calib.read("cond_tokens"), calib.read("cond_pooled")
+        timesteps = calib_timesteps(calib)
         npz_dir = root / "npz"
         npz_dir.mkdir()
         for i in range(images):
+            image = read_calib_image(calib, i)
             for s in range(steps):  # what replaying one sample needs: x_t, t, conditioning
                 np.savez(
                     npz_dir / f"sample_{i}_{s}.npz",
-                    x=latents[i, s],
+                    x=image.latents[s],
                     t=timesteps[s : s + 1],
-                    cond_tokens=tokens[i],
-                    cond_pooled=pooled[i],
+                    cond_tokens=image.tokens,
+                    cond_pooled=image.pooled,
                 )
         zarr_bytes, zarr_files = _bytes(root / "run.zarr" / "calib")
         npz_bytes, npz_files = _bytes(npz_dir)
@@ -109,7 +109,7 @@ def _cache_storage(handle, store: Store, root: Path, samples: int) -> dict:
     groups = cache_block_io(handle, store, CacheConfig(stride=1))
     npz_dir = root / "npz-cache"
     npz_dir.mkdir()
-    arrays = {b: {n: g.read(n) for n in g.spec.unit_arrays()} for b, g in groups.items()}
+    arrays = {block: read_block_samples(group) for block, group in groups.items()}
     first = next(iter(arrays.values()))
     pairs = zip(first["image_index"], first["step_index"], strict=True)
     keys = sorted({(int(i), int(s)) for i, s in pairs})

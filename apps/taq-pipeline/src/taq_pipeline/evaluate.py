@@ -38,8 +38,8 @@ from taq_pipeline.groups import identity
 from taq_pipeline.intervals import Claim
 from taq_pipeline.seeds import seed_split
 from taq_pipeline.tasks import LABELS, mean_of_given, task_metrics, task_scores
-from taq_run.calib import require_calib
-from taq_run.quant_config import require_quant_config
+from taq_run.calib import calib_seeds, require_calib
+from taq_run.quant_config import read_tiers, require_quant_config
 from taq_run.weight_methods import weight_methods
 from taq_run.weights import grid_of, has_weights, require_weights
 from taq_runtime.cli import progress
@@ -163,8 +163,8 @@ def _act_bits(store: Store, options: dict | None) -> float | None:
         return None
     if options["act"] == "static":
         return float(grid_of(require_weights(store, options["weights"])).bits_a)
-    table = "sq_bits" if options.get("smoothquant") else "bits"
-    return float(require_quant_config(store).read(table).mean())
+    tiers = read_tiers(require_quant_config(store))
+    return tiers.average_bits(bool(options.get("smoothquant")))
 
 
 def input_identities(store: Store, plan: EvaluationPlan) -> dict[str, str]:
@@ -226,7 +226,7 @@ def evaluate(store: Store, config: EvalConfig, path: Path, log=print) -> list[Va
     # models (8.45 GB each) would otherwise sit side by side during the whole evaluation
     prompts = [defaults[i % len(defaults)] for i in range(config.samples)]
     split = seed_split(config.seed, config.num_images, config.split, config.samples)
-    calibrated = set(require_calib(store).read("seeds").tolist())
+    calibrated = set(calib_seeds(require_calib(store)))
     if calibrated & set(split.evaluation):
         raise StoreError(
             f"evaluation seeds {split.to_json()['evaluation']} include calibration seeds of "

@@ -22,7 +22,13 @@ from taq_actstats.temporal import require_temporal, temporal_record  # noqa: E40
 from taq_io import MISSING, Store  # noqa: E402
 from taq_pipeline.evaluate import evaluation_plan  # noqa: E402
 from taq_pipeline.intervals import Interval, evaluation_intervals  # noqa: E402
-from taq_run.quant_config import TierRule, analyze_config_of, require_quant_config  # noqa: E402
+from taq_run.quant_config import (  # noqa: E402
+    TierRule,
+    analyze_config_of,
+    read_quant_plan,
+    read_tiers,
+    require_quant_config,
+)
 from taq_run.weight_methods import weight_methods  # noqa: E402
 from taq_run.weights import grid_of, has_weights, read_block_errors, require_weights  # noqa: E402
 from taq_runtime.doctor import environment_report  # noqa: E402
@@ -84,7 +90,7 @@ def method_rows(store: Store) -> list[dict]:
 def tier_tables(store: Store) -> dict:
     group = require_quant_config(store)
     config = analyze_config_of(group)
-    smoothed = (np.nan_to_num(group.read("smoothing"), nan=1.0) != 1.0).any(axis=1)
+    tiers = read_tiers(group)
     out = {
         "rule": config.rule.to_json(),
         "range_margin": config.range_margin,
@@ -92,10 +98,9 @@ def tier_tables(store: Store) -> dict:
         "recipe": config.recipe,
         "avg_bits": config.avg_bits,  # None: tiers by the rule
         "plan": config.plan,
-        "smoothed_layers": [str(n) for n in group.read("layer_names")[smoothed]],
+        "smoothed_layers": [n for n, s in zip(tiers.layer_names, tiers.smoothed, strict=True) if s],
     }
-    for label, table in (("time-aware", "bits"), ("smoothquant", "sq_bits")):
-        bits = group.read(table)  # (step, layer)
+    for label, bits in (("time-aware", tiers.bits), ("smoothquant", tiers.sq_bits)):
         out[label] = {f"A{b}": int((bits == b).sum()) for b in (4, 6, 8)}
         out[label]["average_bits"] = float(bits.mean())
         out[label]["per_step"] = {
@@ -140,11 +145,10 @@ def plot_actstats(store: Store, out: Path) -> list[Path]:
     """taq-actstats' cheap plots (ranges per layer and step, tiers overlaid) into `out`."""
     if store.state("actstats").state == MISSING:
         return []
-    quant = None
+    plan = None
     if store.state("quant_config").state != MISSING:
-        group = require_quant_config(store)
-        quant = {k: group.read(k) for k in ("bits", "scale", "shift")}
-    return plot_all(plot_data(store), out, quant)
+        plan = read_quant_plan(require_quant_config(store))
+    return plot_all(plot_data(store), out, plan)
 
 
 def temporal_summary(store: Store) -> dict | None:

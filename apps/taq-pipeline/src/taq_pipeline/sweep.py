@@ -54,7 +54,13 @@ from taq_pipeline.seeds import SPLITS, check_eval_samples, seed_split  # noqa: E
 from taq_pipeline.tasks import LABELS, mean_of_given, task_metrics, task_scores  # noqa: E402
 from taq_quant import check_exportable  # noqa: E402
 from taq_run.calib import calib_config_of, require_calib  # noqa: E402
-from taq_run.quant_config import PLANS, RECIPES, AnalyzeConfig, require_quant_config  # noqa: E402
+from taq_run.quant_config import (  # noqa: E402
+    PLANS,
+    RECIPES,
+    AnalyzeConfig,
+    read_tiers,
+    require_quant_config,
+)
 from taq_run.weight_methods import WeightMethod, weight_methods  # noqa: E402
 from taq_run.weights import (  # noqa: E402
     GridConfig,
@@ -283,7 +289,7 @@ def run_sweep(store_path: str | Path, config: SweepConfig, log=print) -> dict:
             reference = np.load(fp_path)
         act_bits = None
         if point.avg_bits is not None:
-            act_bits = float(require_quant_config(store).read("bits").mean())
+            act_bits = read_tiers(require_quant_config(store)).average_bits()
         row = {
             **asdict(point),
             **measure_point(evaluation.model, prompts, reference, latents, images),

@@ -258,6 +258,35 @@ class StageGroup:
         """Every per-unit array at one done unit."""
         return {name: self.read(name, [index])[0] for name in self.spec.unit_arrays()}
 
+    def read_arrays(
+        self, names: Sequence[str], units: Sequence[int] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Several arrays (`read`'s checks; per-unit ones at `units`), checked to agree on
+        the size of every dim they share: each array's shape is its own metadata, so an
+        edited store could make them disagree, and a decoder indexing one by another's
+        size would read wrong rows silently."""
+        arrays = {
+            name: self.read(name, units if name in self.spec.unit_arrays() else None)
+            for name in names
+        }
+        where = f"`{self.path}` in {self._store_label}"
+        fix = integrity.regenerate(self.spec, self._store_label)
+        seen: dict[str, tuple[str, int]] = {}
+        for name, data in arrays.items():
+            dims = self.spec.all_arrays()[name].dims
+            if data.ndim != len(dims):
+                raise CorruptGroupError(
+                    f"{where}: {name} has {data.ndim} dims, the schema's has {len(dims)} "
+                    f"({' '.join(dims)}): {fix}"
+                )
+            for dim, size in zip(dims, data.shape, strict=True):
+                first, want = seen.setdefault(dim, (name, size))
+                if size != want:
+                    raise CorruptGroupError(
+                        f"{where}: {name} has {size} {dim}s but {first} has {want}: {fix}"
+                    )
+        return arrays
+
     def identity(self) -> str:
         """What downstream groups record in `inputs`: changes whenever this group's content
         could (its kind, version, producer, config or own inputs)."""

@@ -3,10 +3,10 @@
 One unit per calibration image: x_t entering every stored step (`latents`), the final
 latent, the prompt's conditioning, prompt and seed; constants hold the sigma schedule, the
 stored steps' timesteps and the negative (CFG) conditioning. taq-calib samples the
-trajectories and writes them through `create_calib_group` / `calib_unit`; every later stage
-reads them through `require_calib`, `calib_config_of`, `calib_conditioning` and
-`calib_latents`
-(`taq_run.runs.forward_calibration` replays them).
+trajectories and writes them through `create_calib_group` / `write_calib_image`; every
+later stage reads them through `require_calib` and the decoders below (`calib_config_of`,
+`read_calib_image`, `calib_conditioning`, `calib_timesteps`, `calib_seeds`);
+`taq_run.runs.forward_calibration` replays them.
 """
 
 from __future__ import annotations
@@ -105,23 +105,31 @@ def create_calib_group(
     )
 
 
-def calib_unit(
-    latents: np.ndarray,
-    final: np.ndarray,
-    tokens: np.ndarray,
-    pooled: np.ndarray,
-    prompt: str,
-    seed: int,
-) -> dict:
-    """One image's unit: `latents` (stored step, H, W, C), its final latent and conditioning."""
-    return {
-        "latents": latents,
-        "final_latents": final,
-        "cond_tokens": tokens,
-        "cond_pooled": pooled,
-        "prompts": prompt,
-        "seeds": seed,
-    }
+@dataclass(frozen=True)
+class CalibImage:
+    """One calibration image, the group's unit: its trajectory and what made it."""
+
+    latents: np.ndarray  # x_t entering each stored step, (step, H, W, C)
+    final: np.ndarray  # x_0 after the last step, (H, W, C)
+    tokens: np.ndarray  # the prompt's conditioning tokens, (L, D)
+    pooled: np.ndarray  # its pooled embedding, (P,)
+    prompt: str
+    seed: int
+
+
+UNIT_ARRAYS = {  # CalibImage's field -> the group's array
+    "latents": "latents",
+    "final": "final_latents",
+    "tokens": "cond_tokens",
+    "pooled": "cond_pooled",
+    "prompt": "prompts",
+    "seed": "seeds",
+}
+
+
+def write_calib_image(calib: StageGroup, index: int, image: CalibImage) -> None:
+    """Encode `image` as unit `index` of the group and mark it done."""
+    calib.write_unit(index, {array: getattr(image, name) for name, array in UNIT_ARRAYS.items()})
 
 
 def require_calib(store: Store, **kwargs) -> StageGroup:
@@ -137,17 +145,30 @@ def calib_config_of(calib: StageGroup) -> CalibConfig:
     return CalibConfig(**{**given, "prompts": tuple(recorded["prompts"])})
 
 
+def read_calib_image(calib: StageGroup, index: int) -> CalibImage:
+    """Calibration image `index`, its arrays checked against each other and the stored steps."""
+    arrays = calib.read_arrays([*UNIT_ARRAYS.values(), "timesteps"], [index])
+    values = {name: arrays[array][0] for name, array in UNIT_ARRAYS.items()}
+    return CalibImage(**{**values, "prompt": str(values["prompt"]), "seed": int(values["seed"])})
+
+
 def calib_conditioning(calib: StageGroup, image: int) -> Conditioning:
     """The conditioning image `image` was generated with (batch of 1 plus the negative)."""
-    unit = calib.read_unit(image)
+    names = ("cond_tokens", "cond_pooled", "negative_tokens", "negative_pooled")
+    tokens, pooled, negative_tokens, negative_pooled = calib.read_arrays(names, [image]).values()
     return Conditioning(
-        tokens=mx.array(unit["cond_tokens"])[None],
-        pooled=mx.array(unit["cond_pooled"])[None],
-        negative_tokens=mx.array(calib.read("negative_tokens"))[None],
-        negative_pooled=mx.array(calib.read("negative_pooled"))[None],
+        tokens=mx.array(tokens[0])[None],
+        pooled=mx.array(pooled[0])[None],
+        negative_tokens=mx.array(negative_tokens)[None],
+        negative_pooled=mx.array(negative_pooled)[None],
     )
 
 
-def calib_latents(calib: StageGroup, image: int) -> np.ndarray:
-    """x_t of image `image` at every stored step, (step, H, W, C)."""
-    return calib.read_unit(image)["latents"]
+def calib_timesteps(calib: StageGroup) -> np.ndarray:
+    """The timestep (sigma x 1000) of each stored step, (step,)."""
+    return calib.read("timesteps")
+
+
+def calib_seeds(calib: StageGroup) -> list[int]:
+    """The noise seed of each calibration image."""
+    return [int(seed) for seed in calib.read("seeds")]

@@ -3,9 +3,10 @@ recipes' defaults and the plans it may name), writer and readers.
 
 `taq-actstats analyze` turns activation statistics into the plan (per layer and step: bits,
 grid scale, post-GELU shift, SmoothQuant scales) and writes it through
-`create_quant_config_group`; taq-infer, `taq eval`/`report`/`sweep` read it through
-`require_quant_config` and `analyze_config_of`. It lives in this lib, not in taq-actstats,
-because taq-infer reads it and packages do not import one another.
+`create_quant_config_group`; taq-infer, `taq export`, `taq eval`/`report`/`sweep` and the
+plots read it through `require_quant_config` and the decoders `analyze_config_of`,
+`read_quant_plan` and `read_tiers`. It lives in this lib, not in taq-actstats, because
+taq-infer reads it and packages do not import one another.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
+
+import numpy as np
 
 from taq_io import GROUPS, StageGroup, Store
 from taq_quant import check_exportable
@@ -231,3 +234,58 @@ def analyze_config_of(group: StageGroup) -> AnalyzeConfig:
         **{k: v for k, v in recorded.pop("rule", {}).items() if k in TierRule().to_json()}
     )
     return AnalyzeConfig(rule=rule, **{k: v for k, v in recorded.items() if k in known})
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """The activation plan a `quant_config` group records, per stored step (rows) and layer:
+    what taq-infer's quantizers are made of and what `taq export` copies."""
+
+    timesteps: np.ndarray  # (step,) timestep (sigma x 1000) of each row
+    layer_names: list[str]
+    in_features: np.ndarray  # (layer,) input width; channels beyond it are padding
+    post_gelu: np.ndarray  # (layer,) bool: an mlp.fc2, whose input is shifted
+    bits: np.ndarray  # (step, layer) the time-aware tiers (4, 6 or 8)
+    scale: np.ndarray  # (step, layer) their grid steps
+    sq_bits: np.ndarray  # (step, layer) the tiers with SmoothQuant
+    sq_scale: np.ndarray  # (step, layer) their grid steps
+    shift: np.ndarray  # (step, layer, channel) subtracted first (fc2; else 0); NaN: padding
+    smoothing: np.ndarray  # (layer, channel) SmoothQuant's s (1: none); NaN: padding
+
+
+@dataclass(frozen=True)
+class TierTables:
+    """The plan's bit widths per (step, layer), without and with SmoothQuant, and the
+    layers SmoothQuant smooths."""
+
+    layer_names: list[str]
+    bits: np.ndarray  # (step, layer)
+    sq_bits: np.ndarray  # (step, layer)
+    smoothed: np.ndarray  # (layer,) bool
+
+    def average_bits(self, smoothquant: bool = False) -> float:
+        return float((self.sq_bits if smoothquant else self.bits).mean())
+
+
+def smoothed_layers(smoothing: np.ndarray) -> np.ndarray:
+    """Which layers a `(layer, channel)` SmoothQuant table smooths (any s != 1; NaN:
+    padding)."""
+    return (np.nan_to_num(smoothing, nan=1.0) != 1.0).any(axis=1)
+
+
+def read_quant_plan(group: StageGroup) -> QuantPlan:
+    """The activation plan of a `quant_config` group (`require_quant_config`), its arrays
+    checked against each other."""
+    arrays = group.read_arrays([f.name for f in fields(QuantPlan)])
+    return QuantPlan(**{**arrays, "layer_names": arrays["layer_names"].tolist()})
+
+
+def read_tiers(group: StageGroup) -> TierTables:
+    """The tier tables of a `quant_config` group (not its scales and shifts: cheap to read)."""
+    arrays = group.read_arrays(["layer_names", "bits", "sq_bits", "smoothing"])
+    return TierTables(
+        arrays["layer_names"].tolist(),
+        arrays["bits"],
+        arrays["sq_bits"],
+        smoothed_layers(arrays["smoothing"]),
+    )

@@ -18,7 +18,7 @@ from taq_io import ModelIdentity, ModelMismatchError, StageGroup, Store, config_
 from taq_model.options import parse_spec
 from taq_model.presets import ModelHandle, load_preset
 from taq_model.sampling import cached_modulation, model_output
-from taq_run.calib import calib_conditioning, calib_config_of, calib_latents
+from taq_run.calib import calib_conditioning, calib_config_of, calib_timesteps, read_calib_image
 from taq_run.writers import open_store
 
 
@@ -79,9 +79,9 @@ def forward_calibration(
     caller evaluates each output (e.g. together with what its hooks recorded).
     """
     cfg = float(calib_config_of(calib).cfg)
-    all_timesteps = calib.read("timesteps")
+    all_timesteps = calib_timesteps(calib)
     for image in images:
-        latents = calib_latents(calib, image)
+        latents = read_calib_image(calib, image).latents
         conditioning = calib_conditioning(calib, image)
         tokens, pooled = conditioning.model_batch(cfg)
         timesteps = mx.array(all_timesteps[list(steps)])

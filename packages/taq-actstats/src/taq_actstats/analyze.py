@@ -33,7 +33,7 @@ from importlib.metadata import version
 import numpy as np
 
 from taq_actstats.budget import budget_tiers, static_budget_tiers, tiers_sqnr_db
-from taq_actstats.collect import require_stats
+from taq_actstats.collect import ActivationStats, read_stats, require_stats
 from taq_actstats.ranges import TierRanges, max_ranges, mse_ranges
 from taq_actstats.recipes import avg_min_max, taq_dit_plan
 from taq_actstats.smoothquant import (
@@ -47,7 +47,7 @@ from taq_actstats.tiers import assign_bits, grid_scale
 from taq_io import StageGroup, Store
 from taq_model.presets import ModelHandle
 from taq_model.taxonomy import get_layer
-from taq_run.quant_config import AnalyzeConfig, create_quant_config_group
+from taq_run.quant_config import AnalyzeConfig, create_quant_config_group, smoothed_layers
 from taq_run.weights import grid_of, has_weights, read_layers, require_weights
 
 PRODUCER = f"taq-actstats {version('taq-actstats')}"
@@ -72,10 +72,10 @@ def _absmax(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return np.nanmax(np.maximum(np.abs(low), np.abs(high)), axis=-1)
 
 
-def mean_square(stats: StageGroup) -> np.ndarray:
+def mean_square(stats: ActivationStats) -> np.ndarray:
     """E[x^2] per (step, layer) from the histograms, pooled over images."""
-    counts = stats.read("hist_counts").astype(np.float64).sum(axis=0)  # (layer, step, bin)
-    edges = stats.read("hist_edges")[0].astype(np.float64)
+    counts = stats.hist_counts.astype(np.float64)  # (layer, step, bin)
+    edges = stats.hist_edges.astype(np.float64)
     centres = (edges[..., 1:] + edges[..., :-1]) / 2
     return ((counts * centres**2).sum(-1) / np.maximum(counts.sum(-1), 1)).T
 
@@ -101,11 +101,11 @@ def static_ranges(store: Store, names: list[str]) -> tuple[np.ndarray, str | Non
 def analyze_stats(
     handle: ModelHandle, store: Store, config: AnalyzeConfig, overwrite: bool = False
 ) -> Analysis:
-    stats = require_stats(store, verify=True)
-    names = stats.read("layer_names").tolist()
-    widths = stats.read("in_features")
+    stats_group = require_stats(store, verify=True)
+    stats = read_stats(stats_group)
+    names, widths = stats.layer_names, stats.in_features
     post_gelu = np.array([n.endswith("mlp.fc2") for n in names])
-    cmin, cmax = stats.read("channel_min"), stats.read("channel_max")  # (img, layer, step, ch)
+    cmin, cmax = stats.channel_min, stats.channel_max  # (img, layer, step, ch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: channels beyond the width
         low, high = np.nanmin(cmin, axis=0), np.nanmax(cmax, axis=0)  # (layer, step, ch)
@@ -117,7 +117,7 @@ def analyze_stats(
     per_step_range = _absmax(low - np.nan_to_num(shift), high - np.nan_to_num(shift)).T
     shifted = margin * per_step_range
     power = mean_square(stats)
-    tails = (stats.read("p99") / np.maximum(stats.read("p50"), 1e-8)).mean(axis=0).T
+    tails = (stats.p99 / np.maximum(stats.p50, 1e-8)).mean(axis=0).T
     per_step = shifted
     with warnings.catch_warnings():  # the static plan: one shift (the steps' mean) per layer
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -138,8 +138,8 @@ def analyze_stats(
                 cmin,
                 cmax,
                 shift,
-                stats.read("hist_edges")[0],
-                stats.read("hist_counts").sum(axis=0),
+                stats.hist_edges,
+                stats.hist_counts,
                 lambda name: np.array(get_layer(handle.mmdit, name).weight),
                 config.rule,
                 margin,
@@ -168,7 +168,7 @@ def analyze_stats(
     else:
         allocate = static_budget_tiers if config.plan == "static" else budget_tiers
         bits = allocate((table or max_ranges(shifted, power)).noise, config.avg_bits)
-    inputs = {"actstats": stats.identity()}
+    inputs = {"actstats": stats_group.identity()}
     learned, weights_id = static_ranges(store, names) if config.static_cap else (None, None)
     grid_absmax = shifted if paper else table.at(bits)
     if weights_id is not None:
@@ -177,11 +177,11 @@ def analyze_stats(
 
     sq_bits, sq_absmax = bits.copy(), grid_absmax.copy()
     smoothing = np.where(np.isnan(low[:, 0, :]), np.nan, 1.0).astype(np.float32)
-    outliers = stats.read("outlier_channels").mean(axis=0)  # (layer, step)
+    outliers = stats.outlier_channels.mean(axis=0)  # (layer, step)
     if paper:  # the paper's SmoothQuant: candidates drop one tier, no noise test
         smoothing, sq_absmax = paper["smoothing"], paper["sq_absmax"]
-        smoothed_layers = (np.nan_to_num(smoothing, nan=1.0) != 1.0).any(axis=1)
-        sq_bits = np.where(smoothed_layers, np.maximum(bits - 2, 4), bits).astype(np.int32)
+        paper_smoothed = smoothed_layers(smoothing)
+        sq_bits = np.where(paper_smoothed, np.maximum(bits - 2, 4), bits).astype(np.int32)
         if weights_id is not None:
             sq_absmax = np.fmin(sq_absmax, learned[None, :])
     for li, name in enumerate(names if paper is None else []):
@@ -223,7 +223,7 @@ def analyze_stats(
             smoothing[li, :width] = scales
             sq_bits[:, li], sq_absmax[:, li] = candidate, smoothed
 
-    steps = stats.read("step_index")
+    steps = stats.step_index
     group = create_quant_config_group(
         store,
         config,
@@ -234,7 +234,7 @@ def analyze_stats(
             "layer_names": names,
             "in_features": widths,
             "step_index": steps,
-            "timesteps": stats.read("timesteps"),
+            "timesteps": stats.timesteps,
             "post_gelu": post_gelu,
             "bits": bits,
             "scale": grid_scale(grid_absmax, bits).astype(np.float32),
@@ -273,7 +273,7 @@ def analyze_stats(
 
 def range_tables(
     config: AnalyzeConfig,
-    stats: StageGroup,
+    stats: ActivationStats,
     power: np.ndarray,
     ranges: dict[str, np.ndarray],
     shifts: dict[str, np.ndarray],
@@ -288,8 +288,7 @@ def range_tables(
             "time-aware": max_ranges(margin * ranges["time-aware"], power),
             "static": max_ranges(margin * widest, power),
         }
-    edges = stats.read("hist_edges")[0]  # (layer, step, edge): image 0's, shared by all
-    counts = stats.read("hist_counts").sum(axis=0)
+    edges, counts = stats.hist_edges, stats.hist_counts
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: channels beyond the width
         mean_shift = {plan: np.nanmean(shift, axis=-1) for plan, shift in shifts.items()}
@@ -334,7 +333,7 @@ def summarize(bits, sq_bits, post_gelu, smoothing, temporal: dict, recipe: str) 
         shifted = temporal["range_shifted"][:, post_gelu]
         ratio = (shifted / np.maximum(temporal["range_unshifted"][:, post_gelu], 1e-8)).mean()
         lines.append(f"post-GELU shift: fc2 input range x{ratio:.2f} of unshifted (mean)")
-    smoothed = int((np.nan_to_num(smoothing, nan=1.0) != 1.0).any(axis=1).sum())
+    smoothed = int(smoothed_layers(smoothing).sum())
     how = "dropping one tier" if recipe == "taq-dit" else "where it lowers the output noise"
     lines.append(f"SmoothQuant: {smoothed} layer(s) smoothed {how}")
     return lines

@@ -22,6 +22,7 @@ from taq_run.quant_config import (
     AnalyzeConfig,
     TierRule,
     analyze_config,
+    read_quant_plan,
     require_quant_config,
 )
 from taq_run.runs import open_run
@@ -180,13 +181,12 @@ def _plot(args) -> int:
     store = Store.open(args.store)
     out = writable_dir(args.out or local_parent(args.store) / "plots", "--out")
     data = plot_data(store, distributions=args.plot_distributions)
-    quant = None
+    plan = None
     if args.quant_config:
-        group = require_quant_config(store)
-        quant = {k: group.read(k) for k in ("bits", "scale", "shift")}
+        plan = read_quant_plan(require_quant_config(store))
     try:
         layers = select_layers(data["names"], args.layers)
-        paths = plot_all(data, out, quant, steps, layers, args.plot_distributions)
+        paths = plot_all(data, out, plan, steps, layers, args.plot_distributions)
     except ValueError as err:
         raise UsageError(str(err)) from None
     print(f"wrote {len(paths)} plots to {out}: " + ", ".join(p.name for p in paths))

@@ -11,12 +11,13 @@ reduce inside the graph (an observer, nothing stored), so memory holds one pass.
 Under `mlx.launch` rank r collects the images i with i % ranks == r (`taq_run.writers`):
 an image's statistics depend only on it and on image 0's edges, so the group is the same
 bit for bit whatever the number of ranks, and `analyze` reduces it over images in image
-order (the momentum shift depends on the order) exactly as for one rank.
+order (the momentum shift depends on the order) exactly as for one rank. Readers get the
+group through `require_stats` and `read_stats` (an `ActivationStats`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib.metadata import version
 from typing import ClassVar
 
@@ -27,7 +28,7 @@ from taq_hooks import hook_layers
 from taq_io import GROUPS, StageGroup, Store
 from taq_model.presets import ModelHandle
 from taq_model.taxonomy import get_module, quantizable_layers
-from taq_run.calib import require_calib
+from taq_run.calib import calib_timesteps, require_calib
 from taq_run.runs import forward_calibration
 from taq_run.writers import commit, create_group
 from taq_runtime import ranks
@@ -119,7 +120,7 @@ def collect_stats(
                 "layer_names": [r.name for r in refs],
                 "in_features": np.array(widths, np.int32),
                 "step_index": np.array(steps, np.int32),
-                "timesteps": calib.read("timesteps")[steps],
+                "timesteps": calib_timesteps(calib)[steps],
             },
             overwrite=replace,
         ),
@@ -189,3 +190,34 @@ def require_stats(store: Store, **kwargs) -> StageGroup:
     """The complete, up-to-date `actstats` group to read (`Store.require_group`'s refusals;
     `verify=True` reads every chunk first)."""
     return store.require_group(OWNED_GROUP, **kwargs)
+
+
+@dataclass(frozen=True)
+class ActivationStats:
+    """What an `actstats` group records, per calibration image (the first axis), layer and
+    step; the per-channel arrays only when read with `per_channel`."""
+
+    layer_names: list[str]
+    in_features: np.ndarray  # (layer,) input width; channels beyond it are NaN
+    step_index: np.ndarray  # (step,) the calib stored step of each step
+    timesteps: np.ndarray  # (step,) timestep (sigma x 1000) of each step
+    absmax: np.ndarray  # (image, layer, step) max |x|
+    p50: np.ndarray  # (image, layer, step) median |x|
+    p99: np.ndarray  # (image, layer, step) 99th percentile |x|
+    outlier_channels: np.ndarray  # (image, layer, step) channels with max |x| > 6 x median
+    channel_min: np.ndarray | None = None  # (image, layer, step, channel)
+    channel_max: np.ndarray | None = None  # (image, layer, step, channel)
+    hist_edges: np.ndarray | None = None  # (layer, step, edge): image 0's, shared by all
+    hist_counts: np.ndarray | None = None  # (layer, step, bin) summed over images
+
+
+def read_stats(group: StageGroup, per_channel: bool = True) -> ActivationStats:
+    """The statistics of an `actstats` group (`require_stats`), its arrays checked against
+    each other; without `per_channel` the scalar summaries only (cheap to read)."""
+    names = [f.name for f in fields(ActivationStats) if per_channel or f.default is not None]
+    arrays = group.read_arrays(names)
+    arrays["layer_names"] = arrays["layer_names"].tolist()
+    if per_channel:
+        arrays["hist_edges"] = arrays["hist_edges"][0]
+        arrays["hist_counts"] = arrays["hist_counts"].sum(axis=0)
+    return ActivationStats(**arrays)

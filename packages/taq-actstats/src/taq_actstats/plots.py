@@ -17,8 +17,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from taq_actstats.collect import require_stats  # noqa: E402
+from taq_actstats.collect import read_stats, require_stats  # noqa: E402
 from taq_io import Store  # noqa: E402
+from taq_run.quant_config import QuantPlan  # noqa: E402
 
 TIER_COLORS = {4: "#2ca02c", 6: "#ff7f0e", 8: "#d62728"}
 
@@ -37,17 +38,17 @@ def _save(fig, path: Path) -> Path:
 def plot_data(store: Store, distributions: bool = False) -> dict:
     """What `plot_all` draws, from the store's `actstats` (the per-channel arrays only when
     `distributions`)."""
-    stats = require_stats(store)
+    stats = read_stats(require_stats(store), per_channel=distributions)
     data = {
-        "names": stats.read("layer_names").tolist(),
-        "sigmas": stats.read("timesteps") / 1000.0,
-        "absmax": stats.read("absmax").mean(axis=0).T,  # (step, layer)
+        "names": stats.layer_names,
+        "sigmas": stats.timesteps / 1000.0,
+        "absmax": stats.absmax.mean(axis=0).T,  # (step, layer)
     }
     if distributions:
-        data["channel_min"] = stats.read("channel_min").mean(axis=0)
-        data["channel_max"] = stats.read("channel_max").mean(axis=0)
-        data["hist_edges"] = stats.read("hist_edges")[0]
-        data["hist_counts"] = stats.read("hist_counts").sum(axis=0)
+        data["channel_min"] = stats.channel_min.mean(axis=0)
+        data["channel_max"] = stats.channel_max.mean(axis=0)
+        data["hist_edges"] = stats.hist_edges
+        data["hist_counts"] = stats.hist_counts
     return data
 
 
@@ -65,7 +66,7 @@ def select_layers(names: list[str], pattern: str | None) -> list[int]:
 def plot_all(
     stats: dict,
     out: Path,
-    quant: dict | None = None,
+    plan: QuantPlan | None = None,
     snapshot_steps: list[int] | None = None,
     layers: list[int] | None = None,
     distributions: bool = False,
@@ -88,14 +89,14 @@ def plot_all(
     )
     for row, step in enumerate(steps):
         ax = axes[row, 0]
-        colors = [TIER_COLORS[b] for b in quant["bits"][step]] if quant else "#1f77b4"
+        colors = [TIER_COLORS[b] for b in plan.bits[step]] if plan else "#1f77b4"
         ax.bar(range(len(names)), absmax[step], color=colors)
         last = row == len(steps) - 1
         ax.set_xticks(range(len(names)), names if last else [""] * len(names), rotation=90,
                       fontsize=7)  # fmt: skip
         ax.set_ylabel("max |x| (image mean)")
         title = f"layer input ranges at step {step}, sigma = {sigma[step]:.2f}"
-        ax.set_title(title + (" (color: A4 green, A6 orange, A8 red)" if quant else ""))
+        ax.set_title(title + (" (color: A4 green, A6 orange, A8 red)" if plan else ""))
     paths.append(_save(fig, out / "snapshot.png"))
     # temporal lines per layer
     fig, ax = plt.subplots(figsize=(9, 5))
@@ -132,12 +133,12 @@ def plot_all(
         for li in layers:
             name = stats["names"][li]
             paths.append(_plot_channels(stats, li, out / f"channels-{name}.png"))
-            paths.append(_plot_histograms(stats, li, quant, out / f"histograms-{name}.png"))
+            paths.append(_plot_histograms(stats, li, plan, out / f"histograms-{name}.png"))
     elif distributions:  # the layer with the widest range, and the first post-GELU input
         worst = int(np.argmax(absmax.max(axis=0)))
         fc2 = next((i for i, n in enumerate(stats["names"]) if n.endswith("mlp.fc2")), worst)
         paths.append(_plot_channels(stats, worst, out / "channels.png"))
-        paths.append(_plot_histograms(stats, fc2, quant, out / "histograms.png"))
+        paths.append(_plot_histograms(stats, fc2, plan, out / "histograms.png"))
     return paths
 
 
@@ -157,7 +158,7 @@ def _plot_channels(stats: dict, li: int, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _plot_histograms(stats: dict, li: int, quant: dict | None, path: Path) -> Path:
+def _plot_histograms(stats: dict, li: int, plan: QuantPlan | None, path: Path) -> Path:
     """One layer's pooled histograms at three steps, with the shift and grid overlaid."""
     sigma = stats["sigmas"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
@@ -166,10 +167,10 @@ def _plot_histograms(stats: dict, li: int, quant: dict | None, path: Path) -> Pa
         ax.stairs(counts, edges, fill=True, alpha=0.6)
         ax.set_yscale("log")
         ax.set_title(f"{_short(stats['names'][li])} sigma {sigma[t]:.2f}", fontsize=9)
-        if quant:
-            shift = float(np.nanmean(quant["shift"][t, li]))
+        if plan:
+            shift = float(np.nanmean(plan.shift[t, li]))
             ax.axvline(shift, color="k", ls="--", lw=1, label=f"mean shift {shift:.2f}")
-            scale, bits = quant["scale"][t, li], quant["bits"][t, li]
+            scale, bits = plan.scale[t, li], plan.bits[t, li]
             half = 2 ** (bits - 1) - 1
             for k in (-half, half):
                 ax.axvline(shift + k * scale, color=TIER_COLORS[int(bits)], lw=1)

@@ -251,10 +251,16 @@ def require_blockio(store: Store, block: str, **kwargs) -> StageGroup:
     return store.require_group(OWNED_GROUP, block, **kwargs)
 
 
+def read_block_samples(group: StageGroup) -> dict[str, np.ndarray]:
+    """Every per-sample array of a `blockio/<block>` group by name, as stored, checked against
+    each other."""
+    return group.read_arrays(group.spec.unit_arrays())
+
+
 def load_block_data(store: Store, block: str) -> BlockData:
     """A block's cached samples, as float32 arrays; NaN or inf is refused (`DataError`)."""
     group = require_blockio(store, block)
-    arrays = {name: group.read(name).astype(np.float32) for name in group.spec.unit_arrays()}
+    arrays = {name: value.astype(np.float32) for name, value in read_block_samples(group).items()}
     for name, value in arrays.items():
         if not np.isfinite(value).all():
             raise DataError(

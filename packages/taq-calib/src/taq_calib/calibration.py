@@ -22,7 +22,7 @@ import numpy as np
 from taq_io import StageGroup, Store
 from taq_model.presets import ModelHandle
 from taq_model.sampling import initial_noise, sample_euler, timesteps_for
-from taq_run.calib import CalibConfig, calib_unit, create_calib_group
+from taq_run.calib import CalibConfig, CalibImage, create_calib_group, write_calib_image
 from taq_run.writers import commit, create_group
 from taq_runtime import ranks
 from taq_runtime.cli import config_from_flags, progress
@@ -100,7 +100,7 @@ def calibrate(
 
             noise = initial_noise(config.seed_of(image), handle.latent_shape)
             final = sample_euler(handle, conditioning, noise, sigmas, config.cfg, on_step=record)
-            unit = calib_unit(
+            sampled = CalibImage(
                 np.array(mx.stack(latents), dtype=np.float32),
                 np.array(final[0], dtype=np.float32),
                 np.array(conditioning.tokens[0], dtype=np.float32),
@@ -108,6 +108,6 @@ def calibrate(
                 prompt,
                 config.seed_of(image),
             )
-            group.write_unit(image, unit)
+            write_calib_image(group, image, sampled)
     commit([group])
     return CalibResult(group, len(todo), len(mine) - len(todo), time.perf_counter() - start)

@@ -4,14 +4,12 @@ Everything taq-infer knows about the on-disk layout is in this module: the rest 
 package works on `WeightSet` (packed codes per layer, MLX `QuantizedLinear` format) and
 `ActivationPlan` (per calibrated step and layer: bits, scale, zero point, shift,
 smoothing). The groups' specs are `taq_io.schema.GROUPS["weights"]` and
-`GROUPS["quant_config"]` (written by taq-adaround and taq-actstats; docs/schema.md), read
-through their owners `taq_run.weights` and `taq_run.quant_config`. Every weight method writes
+`GROUPS["quant_config"]` (written by taq-adaround and taq-actstats; docs/schema.md), decoded
+by their owners `taq_run.weights` and `taq_run.quant_config`. Every weight method writes
 the same layout, so any method's weights read here without that method's package.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -20,7 +18,7 @@ import numpy as np
 from taq_infer.activations import ActivationQuant
 from taq_infer.model import ActivationPlan, InferenceError, WeightSet
 from taq_io import MISSING, StageGroup, StaleGroupError, Store
-from taq_run.quant_config import require_quant_config
+from taq_run.quant_config import QuantPlan, read_quant_plan, require_quant_config
 from taq_run.weight_methods import weight_methods
 from taq_run.weights import (
     grid_of,
@@ -97,38 +95,19 @@ def read_activation_plan(
     `smoothquant` picks the SmoothQuant variant (`sq_bits`/`sq_scale` and the per-channel
     `smoothing`); without it the plain time-aware tiers (`bits`/`scale`), no smoothing.
     """
-    return activation_plan_from(
-        _require(store, "quant_config", None, allow_stale).read, smoothquant
-    )
+    group = _require(store, "quant_config", None, allow_stale)
+    return activation_plan_from(read_quant_plan(group), smoothquant)
 
 
-PLAN_ARRAYS = (
-    "timesteps",
-    "layer_names",
-    "in_features",
-    "post_gelu",
-    "bits",
-    "scale",
-    "sq_bits",
-    "sq_scale",
-    "shift",
-    "smoothing",
-)
-"""The `quant_config` arrays an activation plan is made of (also what `taq export` copies)."""
-
-
-def activation_plan_from(
-    read: Callable[[str], np.ndarray], smoothquant: bool = False
-) -> ActivationPlan:
-    """An `ActivationPlan` from `quant_config`'s arrays, `read(name)` returning each one."""
-    names = read("layer_names").tolist()
-    widths = read("in_features")
-    post_gelu = read("post_gelu")
-    bits = read("sq_bits" if smoothquant else "bits")
-    scale = read("sq_scale" if smoothquant else "scale")
-    shift, smoothing = read("shift"), read("smoothing")
+def activation_plan_from(plan: QuantPlan, smoothquant: bool = False) -> ActivationPlan:
+    """taq-infer's `ActivationPlan` from a `quant_config` plan (a store's, or a checkpoint's
+    sidecar)."""
+    widths, post_gelu = plan.in_features, plan.post_gelu
+    bits = plan.sq_bits if smoothquant else plan.bits
+    scale = plan.sq_scale if smoothquant else plan.scale
+    shift, smoothing = plan.shift, plan.smoothing
     layers = {}
-    for i, name in enumerate(names):
+    for i, name in enumerate(plan.layer_names):
         width = int(widths[i])
         layer_smoothing = smoothing[i, :width] if smoothquant else None
         if layer_smoothing is not None and np.all(layer_smoothing == 1.0):
@@ -141,4 +120,4 @@ def activation_plan_from(
             shift[:, i, :width].astype(np.float32) if post_gelu[i] else None,
             layer_smoothing,
         )
-    return ActivationPlan(read("timesteps"), layers, smoothing=smoothquant)
+    return ActivationPlan(plan.timesteps, layers, smoothing=smoothquant)

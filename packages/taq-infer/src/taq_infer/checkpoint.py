@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib.metadata import version
 from pathlib import Path
 
@@ -38,7 +38,6 @@ from mlx.utils import tree_flatten
 from taq_infer.activations import ActivationQuant
 from taq_infer.artifacts import (
     DEFAULT_WEIGHTS,
-    PLAN_ARRAYS,
     activation_plan_from,
     has_quant_config,
     read_weight_set,
@@ -63,13 +62,15 @@ from taq_io import GROUPS, ModelIdentity
 from taq_model.blocks import is_modulation_linear, is_modulation_path, model_parameters
 from taq_model.presets import ModelHandle, config_dict, load_preset
 from taq_model.taxonomy import quantizable_layers
-from taq_run.quant_config import require_quant_config
+from taq_run.quant_config import QuantPlan, read_quant_plan, require_quant_config
 from taq_run.runs import model_identity, open_run
 from taq_run.weights import require_weights
 
 FORMAT = "taq.checkpoint"
 FORMAT_VERSION = 1
 PLAN_SUFFIX = ".actplan.safetensors"
+SIDECAR_ARRAYS = tuple(f.name for f in fields(QuantPlan) if f.name != "layer_names")
+"""The plan's arrays the sidecar holds (its layer names are in the sidecar's metadata)."""
 
 
 @dataclass(frozen=True)
@@ -223,12 +224,15 @@ def _quantization_map(mmdit: nn.Module) -> dict[str, dict[str, int]]:
 def _plan_arrays(store) -> tuple[dict[str, mx.array], dict[str, str]]:
     """`quant_config`'s arrays for the sidecar; shifts only for the post-GELU layers."""
     group = require_quant_config(store)
-    arrays = {name: group.read(name) for name in PLAN_ARRAYS}
-    names = arrays.pop("layer_names").tolist()
-    post_gelu = arrays["post_gelu"].astype(bool)
-    arrays["shift"] = arrays["shift"][:, post_gelu]
+    plan = read_quant_plan(group)
+    arrays = {name: getattr(plan, name) for name in SIDECAR_ARRAYS}
+    post_gelu = plan.post_gelu.astype(bool)
+    arrays["shift"] = plan.shift[:, post_gelu]
     arrays["post_gelu"] = post_gelu.astype(np.uint8)
-    meta = {"layer_names": json.dumps(names), "quant_config": json.dumps(group.identity())}
+    meta = {
+        "layer_names": json.dumps(plan.layer_names),
+        "quant_config": json.dumps(group.identity()),
+    }
     return {k: mx.array(v) for k, v in arrays.items()}, meta
 
 
@@ -400,19 +404,17 @@ def read_plan(checkpoint: Checkpoint, smoothquant: bool = False) -> ActivationPl
         raise CheckpointError(
             f"{path} has no readable {KEY}layer_names: export it again with `taq export`"
         ) from None
-    post_gelu = np.array(arrays["post_gelu"]).astype(bool)
-
-    def read(name: str) -> np.ndarray:
-        if name == "layer_names":
-            return np.array(names)
-        if name == "shift":  # the sidecar holds the post-GELU layers' rows only
-            compact = np.array(arrays["shift"])
-            full = np.zeros((compact.shape[0], len(names), compact.shape[2]), compact.dtype)
-            full[:, post_gelu] = compact
-            return full
-        return np.array(arrays[name])
-
-    return activation_plan_from(read, smoothquant)
+    missing = [name for name in SIDECAR_ARRAYS if name not in arrays]
+    if missing:
+        raise CheckpointError(
+            f"{path} lacks {', '.join(missing)}: export it again with `taq export`"
+        )
+    plan = {name: np.array(arrays[name]) for name in SIDECAR_ARRAYS}
+    post_gelu = plan["post_gelu"].astype(bool)
+    compact = plan["shift"]  # the sidecar holds the post-GELU layers' rows only
+    plan["shift"] = np.zeros((compact.shape[0], len(names), compact.shape[2]), compact.dtype)
+    plan["shift"][:, post_gelu] = compact
+    return activation_plan_from(QuantPlan(layer_names=names, **plan), smoothquant)
 
 
 def _weight_set(checkpoint: Checkpoint, handle: ModelHandle) -> WeightSet:
